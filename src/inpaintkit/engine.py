@@ -1,0 +1,177 @@
+"""The one denoising loop. Methods decide how latents are blended each step (see methods/).
+
+The arithmetic and the order in which random numbers are drawn follow diffusers'
+StableDiffusionInpaintPipeline, so the same components, seed and settings give the same pixels.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import Cancelled
+from .models import Components
+from .schedulers import make_scheduler
+from .settings import InpaintSettings
+
+log = logging.getLogger("inpaintkit")
+
+# callback(step_index, total_steps, latents); returning False stops the job between steps.
+StepCallback = Callable[[int, int, torch.Tensor], Optional[bool]]
+
+
+@dataclass
+class LoopState:
+    """What a method may read while the loop runs; latent tensors are batched over the job's images."""
+
+    scheduler: object
+    timesteps: torch.Tensor
+    known_latents: Optional[torch.Tensor]  # z0: the input image's latents (posterior samples), or None
+    noise: torch.Tensor  # the job's initial noise, reused to noise the known region
+    mask: torch.Tensor  # latent-resolution mask, 1 = generate, 0 = keep
+
+
+def generators_for(seeds: list[int]) -> list[torch.Generator]:
+    """One CPU generator per image: image k of a job is reproducible from its own seed."""
+    return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+
+
+def denoise(
+    components: Components,
+    method,
+    pixels: np.ndarray,
+    mask: np.ndarray,
+    settings: InpaintSettings,
+    callback: Optional[StepCallback] = None,
+) -> np.ndarray:
+    """Inpaint HxWx3 uint8 `pixels` where the binary HxW `mask` is 1; H and W are multiples of the VAE factor.
+
+    Returns NxHxWx3 uint8, one image per seed in `settings.seeds()`.
+    """
+    device, dtype = components.device, components.dtype
+    generators = generators_for(settings.seeds())
+    guided = settings.guidance > 1.0  # classifier-free guidance, as diffusers decides it
+
+    with torch.inference_mode():
+        # 1. Text embeddings, the unconditional half first (one batched UNet call per step).
+        embeddings = encode_prompt(components, settings, guided)
+
+        # 2. Timesteps: strength < 1 skips the noisiest ones.
+        scheduler = make_scheduler(settings.scheduler, components.scheduler_config)
+        timesteps = schedule(scheduler, settings.steps, settings.strength, device)
+
+        # 3. Image, mask and masked image as tensors, in pixel space.
+        image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
+        pixel_mask = torch.from_numpy(mask)[None, None].float()
+        masked_image = image * (pixel_mask < 0.5)
+
+        # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
+        state, latents, condition = prepare_latents(
+            components, method, scheduler, timesteps, image, pixel_mask, masked_image, settings, generators
+        )
+        if guided and condition is not None:
+            condition = torch.cat([condition] * 2)
+        step_kwargs = scheduler_step_kwargs(scheduler, generators)
+
+        # 5. The loop.
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = scheduler.scale_model_input(model_input, t)
+            if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
+                model_input = torch.cat([model_input, condition], dim=1)
+            prediction = components.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+            if guided:
+                unconditional, conditional = prediction.chunk(2)
+                prediction = unconditional + settings.guidance * (conditional - unconditional)
+            latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = method.after_step(state, i, latents)
+            if callback is not None and callback(i, len(timesteps), latents) is False:
+                raise Cancelled(f"Stopped after step {i + 1} of {len(timesteps)}.")
+
+        # 6. Decode.
+        decoded = components.vae.decode(latents / components.capabilities.vae_scaling_factor, return_dict=False)[0]
+    decoded = (decoded * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
+    return (decoded * 255).round().astype(np.uint8)
+
+
+def encode_prompt(components: Components, settings: InpaintSettings, guided: bool) -> torch.Tensor:
+    """CLIP embeddings of the prompt, repeated per image; with guidance, the negative prompt's first."""
+    prompts = [settings.negative_prompt, settings.prompt] if guided else [settings.prompt]
+    tokenizer, encoder = components.tokenizer, components.text_encoder
+    warn_if_truncated(tokenizer, settings.prompt, "prompt")
+    warn_if_truncated(tokenizer, settings.negative_prompt, "negative prompt")
+    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
+    attention_mask = tokens.attention_mask.to(components.device) if getattr(encoder.config, "use_attention_mask", False) else None
+    embeddings = encoder(tokens.input_ids.to(components.device), attention_mask=attention_mask)[0]
+    embeddings = embeddings.to(dtype=encoder.dtype)
+    return embeddings.repeat_interleave(settings.num_images, dim=0)
+
+
+def warn_if_truncated(tokenizer, text: str, what: str) -> None:
+    token_count = len(tokenizer(text, truncation=False).input_ids)
+    if token_count > tokenizer.model_max_length:
+        log.warning("The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length)
+
+
+def schedule(scheduler, steps: int, strength: float, device: torch.device) -> torch.Tensor:
+    """The timesteps to run: all of them at strength 1, the last `strength` fraction otherwise."""
+    scheduler.set_timesteps(steps, device=device)
+    start = steps - min(int(steps * strength), steps)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(start * scheduler.order)
+    return scheduler.timesteps[start * scheduler.order :]
+
+
+def prepare_latents(components, method, scheduler, timesteps, image, pixel_mask, masked_image, settings, generators):
+    """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
+    vae, device, dtype = components.vae, components.device, components.dtype
+    capabilities = components.capabilities
+    scaling = capabilities.vae_scaling_factor
+    height, width = image.shape[-2] // capabilities.vae_scale_factor, image.shape[-1] // capabilities.vae_scale_factor
+    shape = (1, vae.config.latent_channels, height, width)
+    needs_known = method.needs_known_latents or settings.strength < 1.0
+
+    image_posterior = vae.encode(image.to(device, dtype)).latent_dist if needs_known else None
+    masked_posterior = vae.encode(masked_image.to(device, dtype)).latent_dist if capabilities.inpainting_unet else None
+    known, noise, masked_latents = [], [], []
+    for generator in generators:
+        if needs_known:
+            known.append(image_posterior.sample(generator) * scaling)
+        noise.append(randn_tensor(shape, generator=generator, device=device, dtype=dtype))
+        if masked_posterior is not None:
+            masked_latents.append(masked_posterior.sample(generator) * scaling)
+        else:
+            # diffusers samples the masked image's latents even for a 4-channel UNet and discards them;
+            # drawing the same numbers keeps seeds aligned with it for ancestral schedulers.
+            randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    known_latents = torch.cat(known) if needs_known else None
+    noise = torch.cat(noise)
+
+    if settings.strength >= 1.0:
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        latents = scheduler.add_noise(known_latents, noise, timesteps[:1].repeat(len(generators)))
+
+    # nearest-neighbour downsampling, as diffusers (and the inpainting checkpoints' training) does
+    latent_mask = F.interpolate(pixel_mask, size=(height, width)).to(device, dtype).repeat(len(generators), 1, 1, 1)
+    condition = torch.cat([latent_mask, torch.cat(masked_latents)], dim=1) if masked_latents else None
+    state = LoopState(scheduler=scheduler, timesteps=timesteps, known_latents=known_latents, noise=noise, mask=latent_mask)
+    return state, latents, condition
+
+
+def scheduler_step_kwargs(scheduler, generators: list[torch.Generator]) -> dict:
+    """eta = 0 and the job's generators, for the schedulers whose step() takes them."""
+    accepted = set(inspect.signature(scheduler.step).parameters)
+    kwargs = {}
+    if "eta" in accepted:
+        kwargs["eta"] = 0.0
+    if "generator" in accepted:
+        kwargs["generator"] = generators if len(generators) > 1 else generators[0]
+    return kwargs

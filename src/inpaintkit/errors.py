@@ -1,0 +1,9 @@
+"""Errors a user can cause. Front ends turn them into one sentence (CLI exit 2, HTTP 4xx)."""
+
+
+class InputError(ValueError):
+    """A file, parameter or model the user gave cannot be used; the message says why in one sentence."""
+
+
+class Cancelled(RuntimeError):
+    """The job was stopped between two denoising steps (the progress callback returned False)."""

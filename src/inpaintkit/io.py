@@ -1,0 +1,165 @@
+"""Images and masks in and out. Every rejection is an InputError with one clear sentence."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from .errors import InputError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+# Pillow's own decompression-bomb limit: an image above it is refused before it is decoded.
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def open_image(source: ImageLike, what: str = "image") -> Image.Image:
+    """Open a path, PIL image or array as a fully decoded, upright PIL image (mode unchanged)."""
+    if isinstance(source, Image.Image):
+        return _upright(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, what)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"The {what} file {path} does not exist.")
+    if path.is_dir():
+        raise InputError(f"The {what} path {path} is a folder, not an image file.")
+    if path.stat().st_size == 0:
+        raise InputError(f"The {what} file {path} is empty.")
+    with warnings.catch_warnings():
+        # Pillow warns between 1x and 2x its limit and raises above; we refuse both.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return _upright(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(
+                f"The {what} file {path} declares more than {MAX_IMAGE_PIXELS:,} pixels, Pillow's limit "
+                "against decompression bombs."
+            ) from None
+        except UnidentifiedImageError:
+            raise InputError(f"The {what} file {path} is not an image format Pillow can read.") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise InputError(f"The {what} file {path} could not be decoded ({_first_line(error)}); is it truncated?") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag, so the pixels are what a photo viewer shows."""
+    return ImageOps.exif_transpose(image) or image
+
+
+def _from_array(array: np.ndarray, what: str) -> Image.Image:
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise InputError(f"The {what} array has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4.")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5
+    elif array.dtype == np.uint16:
+        array = array / 257.0 + 0.5
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """HxWx3 uint8 RGB pixels from any Pillow mode (RGBA, P, L, LA, 16-bit, CMYK, ...)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return np.repeat(_high_depth_gray_to_uint8(image)[:, :, None], 3, axis=2)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _high_depth_gray_to_uint8(image: Image.Image) -> np.ndarray:
+    """8-bit values from 16-bit, 32-bit integer or float grayscale."""
+    values = np.asarray(image, dtype=np.float64)
+    peak = values.max(initial=0.0)
+    if image.mode == "F":
+        values = values * 255.0 if peak <= 1.0 else values
+    elif image.mode.startswith("I;16") or peak > 255:
+        values = values / 257.0  # 0..65535 -> 0..255
+    return np.clip(values, 0, 255).round().astype(np.uint8)
+
+
+def alpha_channel(image: Image.Image) -> np.ndarray | None:
+    """The image's alpha as HxW uint8, or None when it has no transparency."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return np.asarray(image.getchannel("A"), dtype=np.uint8).copy()
+    return None
+
+
+def mask_to_array(image: Image.Image) -> np.ndarray:
+    """A mask image as HxW float32 in [0, 1] (white = 1 = repaint), from its luminance."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return _high_depth_gray_to_uint8(image).astype(np.float32) / 255.0
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check an image and its mask: (HxWx3 uint8 RGB, HxW float32 in [0, 1], 1 = repaint).
+
+    Without a mask, the image's alpha channel is the mask: transparent pixels are repainted.
+    """
+    picture = open_image(image, "image")
+    pixels = to_rgb_array(picture)
+    if mask is None:
+        alpha = alpha_channel(picture)
+        if alpha is None:
+            raise InputError("No mask was given and the image has no alpha channel to use as one; pass a mask.")
+        mask_values = 1.0 - alpha.astype(np.float32) / 255.0
+    else:
+        mask_values = mask_to_array(open_image(mask, "mask"))
+    if mask_values.shape != pixels.shape[:2]:
+        mask_h, mask_w = mask_values.shape
+        image_h, image_w = pixels.shape[:2]
+        raise InputError(
+            f"The mask is {mask_w}x{mask_h} pixels but the image is {image_w}x{image_h}; they must be the same size."
+        )
+    return pixels, mask_values
+
+
+def png_metadata(parameters: dict) -> PngImagePlugin.PngInfo:
+    """PNG text chunks: 'inpaintkit' holds the settings as JSON, 'parameters' a human-readable line."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("inpaintkit", json.dumps(parameters, sort_keys=True))
+    readable = ", ".join(f"{key}: {value}" for key, value in parameters.items() if key not in ("prompt", "negative_prompt"))
+    info.add_text("parameters", f"{parameters.get('prompt', '')}\nNegative prompt: {parameters.get('negative_prompt', '')}\n{readable}")
+    return info
+
+
+def read_png_parameters(path: str | os.PathLike) -> dict:
+    """The settings inpaintkit stored in a PNG it wrote."""
+    with Image.open(path) as image:
+        return json.loads(image.text["inpaintkit"])
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, parameters: dict, overwrite: bool = False) -> Path:
+    """Write a PNG atomically (temporary file + rename), with the settings in its metadata."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} already exists; pass --overwrite to replace it.")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            image.save(handle, format="PNG", pnginfo=png_metadata(parameters))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,49 @@
+"""Pure functions on masks. A mask is HxW float32 in [0, 1]; 1 = repaint."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def binarize(mask: np.ndarray) -> np.ndarray:
+    """White (>= 0.5, i.e. >= 128 of 255) becomes 1, everything else 0."""
+    return (mask >= 0.5).astype(np.float32)
+
+
+def distance_to_mask(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance in pixels from each pixel to the nearest masked pixel (0 on the mask)."""
+    if not mask.any():
+        return np.full(mask.shape, np.inf, dtype=np.float64)
+    return ndimage.distance_transform_edt(mask < 0.5)
+
+
+def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Dilate a binary mask by a disk of `pixels` radius; a negative radius erodes it."""
+    if pixels == 0 or not mask.any():
+        return mask.copy()
+    if pixels > 0:
+        return (distance_to_mask(mask) <= pixels).astype(np.float32)
+    distance_to_outside = ndimage.distance_transform_edt(mask >= 0.5)
+    return (distance_to_outside > -pixels).astype(np.float32)
+
+
+def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Paste-back weights: 1 on the mask, a smooth ramp to 0 over `pixels` outside it, then exactly 0.
+
+    A pixel gets a non-zero weight only when it lies less than pixels + 1 from the mask.
+    """
+    if pixels <= 0:
+        return mask.copy()
+    ramp = np.clip(1.0 - distance_to_mask(mask) / (pixels + 1), 0.0, 1.0)
+    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)  # smoothstep: no visible kink at either end
+
+
+def pad_to_multiple(array: np.ndarray, multiple: int, mode: str) -> np.ndarray:
+    """Pad the bottom and right edges so height and width are multiples of `multiple`."""
+    height, width = array.shape[:2]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return array
+    padding = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding, mode=mode)

@@ -1,0 +1,21 @@
+"""blend: per-step latent blending, for any checkpoint (diffusers' behaviour for 4-channel UNets).
+
+After each step the known region is replaced by the input's latents noised to the next step's
+level, so only the masked region is generated; after the last step, by the clean latents.
+"""
+
+import torch
+
+from .base import Method
+
+
+class Blend(Method):
+    name = "blend"
+    summary = "Per-step latent blending: works with any checkpoint, 4- or 9-channel."
+    needs_known_latents = True
+
+    def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        known = state.known_latents
+        if i < len(state.timesteps) - 1:
+            known = state.scheduler.add_noise(known, state.noise, state.timesteps[i + 1 : i + 2])
+        return (1 - state.mask) * known + state.mask * latents

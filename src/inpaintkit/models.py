@@ -1,0 +1,203 @@
+"""Loading a Stable Diffusion 1.x/2.x checkpoint and reading what it can do from its configs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import InputError
+from .tiny import is_untrained
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a checkpoint can do, read from its configs."""
+
+    unet_in_channels: int  # 9 = dedicated inpainting UNet, 4 = ordinary text-to-image UNet
+    prediction_type: str  # "epsilon" (SD 1.x, 2.x base) or "v_prediction" (SD 2.x 768)
+    vae_scaling_factor: float
+    vae_scale_factor: int  # pixels per latent cell along each side
+    native_size: int  # the resolution the UNet was built for, in pixels
+    untrained: bool  # written by `inpaintkit make-tiny-model`
+
+    @property
+    def inpainting_unet(self) -> bool:
+        return self.unet_in_channels == 9
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "unet_in_channels": self.unet_in_channels,
+            "inpainting_unet": self.inpainting_unet,
+            "prediction_type": self.prediction_type,
+            "vae_scaling_factor": self.vae_scaling_factor,
+            "vae_scale_factor": self.vae_scale_factor,
+            "native_size": self.native_size,
+            "untrained": self.untrained,
+        }
+
+
+@dataclass
+class Components:
+    """The loaded parts of a model, on one device and dtype."""
+
+    name: str
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    capabilities: Capabilities
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise InputError(f"Unknown device '{device}'; use auto, cpu or cuda.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 on CPU."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise InputError(f"Unknown dtype '{dtype}'; use auto, fp32, fp16 or bf16.")
+    return DTYPES[dtype]
+
+
+def load_components(
+    model: str | Path = DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    config: str | Path | None = None,
+) -> Components:
+    """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file.
+
+    `config` (a diffusers folder or hub id) supplies the component configs for a single file,
+    which diffusers would otherwise fetch from the hub.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    pipeline = _load_pipeline(str(model), torch_dtype, config)
+    capabilities = read_capabilities(pipeline, str(model))
+    for part in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+        part.to(torch_device)
+        part.requires_grad_(False)
+    return Components(
+        name=str(model),
+        unet=pipeline.unet,
+        vae=pipeline.vae,
+        text_encoder=pipeline.text_encoder,
+        tokenizer=pipeline.tokenizer,
+        scheduler_config=dict(pipeline.scheduler.config),
+        device=torch_device,
+        dtype=torch_dtype,
+        capabilities=capabilities,
+    )
+
+
+def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None):
+    from diffusers import StableDiffusionInpaintPipeline
+
+    no_extras = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    path = Path(model).expanduser()
+    if path.is_file():
+        return _load_single_file(path, dtype, config, no_extras)
+    if path.is_dir():
+        _check_diffusers_folder(path)
+        return _call_loader(model, StableDiffusionInpaintPipeline.from_pretrained, str(path), dtype=dtype, **no_extras)
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
+        raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")
+    return _call_loader(model, StableDiffusionInpaintPipeline.from_pretrained, model, dtype=dtype, **no_extras)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None, extras: dict):
+    from diffusers import StableDiffusionInpaintPipeline
+
+    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise InputError(f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder.")
+    kwargs = dict(dtype=dtype, **extras)
+    if config is not None:
+        kwargs["config"] = str(config)
+    return _call_loader(str(path), StableDiffusionInpaintPipeline.from_single_file, str(path), **kwargs)
+
+
+def _check_diffusers_folder(path: Path) -> None:
+    index_path = path / "model_index.json"
+    if not index_path.is_file():
+        raise InputError(
+            f"Model folder {path} is not a diffusers model (it has no model_index.json); pass a diffusers folder, "
+            "a hub id or a .safetensors/.ckpt file."
+        )
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(f"Model folder {path} has an unreadable model_index.json ({error}).") from None
+    if "text_encoder_2" in index:
+        raise InputError(f"Model folder {path} is an SDXL-style model (two text encoders); only SD 1.x/2.x are supported.")
+    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
+    if missing:
+        raise InputError(f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a Stable Diffusion model has.")
+
+
+def _call_loader(model: str, loader, *args, **kwargs):
+    """Call a diffusers loader; turn what can go wrong into one sentence naming the model and what to do."""
+    try:
+        return loader(*args, **kwargs)
+    except InputError:
+        raise
+    except Exception as error:  # diffusers raises OSError, ValueError, KeyError, safetensors errors...
+        raise InputError(_loading_failure(model, error)) from None
+
+
+def _loading_failure(model: str, error: Exception) -> str:
+    text = str(error)
+    if "not fully cached" in text or "outgoing traffic has been disabled" in text or "offline" in text.lower():
+        if Path(model).suffix.lower() in SINGLE_FILE_SUFFIXES:
+            return (
+                f"Single-file model {model} needs its component configs from the hub, which cannot be reached; "
+                "pass --config with a local diffusers folder of the same architecture."
+            )
+        return (
+            f"Model '{model}' is not in the local Hugging Face cache and the hub cannot be reached; "
+            f"download it on a connected machine (hf download {model}) or pass a local folder or .safetensors file with --model."
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"Could not load model '{model}': {first_line.rstrip('.')}."
+
+
+def read_capabilities(pipeline, model: str) -> Capabilities:
+    """Read the checkpoint's abilities from its configs; refuse what the engine cannot run."""
+    unet_config, vae_config = pipeline.unet.config, pipeline.vae.config
+    in_channels = int(unet_config.in_channels)
+    if in_channels not in (4, 9):
+        raise InputError(f"Model '{model}' has a UNet with {in_channels} input channels; only 4 (ordinary) or 9 (inpainting) are supported.")
+    if getattr(unet_config, "time_cond_proj_dim", None) is not None:
+        raise InputError(f"Model '{model}' is a guidance-distilled (LCM-style) UNet, which is not supported yet.")
+    vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    sample_size = unet_config.sample_size
+    sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
+    return Capabilities(
+        unet_in_channels=in_channels,
+        prediction_type=str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
+        vae_scaling_factor=float(vae_config.scaling_factor),
+        vae_scale_factor=vae_scale_factor,
+        native_size=int(sample_size) * vae_scale_factor,
+        untrained=Path(model).is_dir() and is_untrained(model),
+    )

@@ -1,0 +1,40 @@
+"""Short scheduler names mapped to diffusers classes, built from the model's own scheduler config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InputError
+
+# name -> (diffusers class name, config overrides)
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+}
+SCHEDULER_NAMES = ("default", *SCHEDULERS)
+
+
+def check_scheduler_name(name: str) -> str:
+    if name not in SCHEDULER_NAMES:
+        raise InputError(f"Unknown scheduler '{name}'; choose one of: {', '.join(SCHEDULER_NAMES)}.")
+    return name
+
+
+def make_scheduler(name: str, model_config: dict[str, Any]):
+    """A fresh scheduler (they hold per-job state). 'default' rebuilds the model's own class."""
+    import diffusers
+
+    check_scheduler_name(name)
+    if name == "default":
+        class_name, overrides = model_config["_class_name"], {}
+    else:
+        class_name, overrides = SCHEDULERS[name]
+    scheduler_class = getattr(diffusers, class_name, None)
+    if scheduler_class is None:
+        raise InputError(f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler.")
+    return scheduler_class.from_config(model_config, **overrides)

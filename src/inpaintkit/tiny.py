@@ -1,0 +1,156 @@
+"""Write a small random-weight Stable Diffusion model as a standard diffusers folder.
+
+The weights are UNTRAINED: the model exists so that the loading code, the engine and the
+front ends can be exercised offline. Its outputs are noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+UNTRAINED_NOTE = "UNTRAINED random weights written by `inpaintkit make-tiny-model`: for offline tests only, outputs are noise."
+UNTRAINED_MARKER = "_inpaintkit_untrained"
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's (and GPT-2's) reversible map from the 256 byte values to printable characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            codes.append(byte)
+        else:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def write_byte_level_clip_tokenizer(folder: Path) -> int:
+    """Write a CLIP tokenizer whose vocabulary is the 256 bytes (plus end-of-word forms) and no merges.
+
+    Returns the vocabulary size.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "do_lower_case": True,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    specials = {k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2), encoding="utf-8")
+    return len(vocab)
+
+
+def make_tiny_model(
+    folder: str | Path,
+    *,
+    unet_in_channels: int = 9,
+    prediction_type: str = "epsilon",
+    seed: int = 0,
+) -> Path:
+    """Write a tiny SD-1.x-shaped model (VAE downsampling 8x, native size 64 px) to `folder`."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    if unet_in_channels not in (4, 9):
+        raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
+    folder = Path(folder)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=unet_in_channels,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=32,
+        )
+        vae = AutoencoderKL(
+            sample_size=64,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            scaling_factor=0.18215,
+        )
+        tokenizer_dir = folder / "tokenizer"
+        vocab_size = write_byte_level_clip_tokenizer(tokenizer_dir)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=77,
+                projection_dim=32,
+                bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1,
+                pad_token_id=vocab_size - 1,
+            )
+        )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    # The scheduler config of Stable Diffusion 1.x (PNDM, scaled-linear betas).
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+        prediction_type=prediction_type,
+    )
+    pipeline = StableDiffusionInpaintPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    _label_untrained(folder)
+    return folder
+
+
+def _label_untrained(folder: Path) -> None:
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index[UNTRAINED_MARKER] = UNTRAINED_NOTE
+    index_path.write_text(json.dumps(index, indent=2), encoding="utf-8")
+    (folder / "README.md").write_text(f"# Tiny inpainting model\n\n{UNTRAINED_NOTE}\n", encoding="utf-8")
+
+
+def is_untrained(folder: str | Path) -> bool:
+    """True when `folder` was written by make_tiny_model."""
+    index_path = Path(folder) / "model_index.json"
+    try:
+        return UNTRAINED_MARKER in json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
