@@ -61,7 +61,17 @@ class Inpainter:
         seed, num_images, scheduler, mask_grow, mask_blur, paste_back). `callback(step, total, latents)`
         runs after every step; returning False stops the job (raises Cancelled).
         """
-        settings = InpaintSettings.from_options(prompt=prompt, **options).with_seed()
+        return self.run(image, mask, InpaintSettings.from_options(prompt=prompt, **options), callback)
+
+    def run(
+        self,
+        image: ImageLike,
+        mask: Optional[ImageLike],
+        settings: InpaintSettings,
+        callback: Optional[StepCallback] = None,
+    ) -> list[Image.Image]:
+        """Like calling the inpainter, with the settings already built."""
+        settings = settings.with_seed()
         method = resolve_method(settings.method, self.capabilities)
         pixels, mask_values = load_image_and_mask(image, mask)
         repaint = grow(binarize(mask_values), settings.mask_grow)

@@ -1,0 +1,219 @@
+"""`inpaintkit` command line: a thin layer over Inpainter. User errors end with exit code 2 and one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+from . import __version__
+from .errors import Cancelled, InputError
+from .methods import METHOD_NAMES, METHODS
+from .models import DEFAULT_MODEL
+from .schedulers import SCHEDULER_NAMES
+from .settings import InpaintSettings
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+log = logging.getLogger("inpaintkit")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="inpaintkit", description="Text-guided image inpainting with latent diffusion models.")
+    parser.add_argument("--version", action="version", version=f"inpaintkit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    run = commands.add_parser("run", help="inpaint an image", description="Repaint the masked region of an image to follow a prompt.")
+    inputs = run.add_argument_group("inputs")
+    inputs.add_argument("--image", required=True, type=Path, help="the image (any size; EXIF orientation is applied)")
+    inputs.add_argument("--mask", type=Path, help="white = repaint; omit to use the image's alpha (transparent = repaint)")
+    inputs.add_argument("--prompt", default="", help="what to paint in the masked region")
+    inputs.add_argument("--negative-prompt", default="", help="what to steer away from")
+    add_model_arguments(run)
+    generation = run.add_argument_group("generation")
+    methods_help = "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items())
+    generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
+    generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
+    generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
+    generation.add_argument("--seed", type=int, help="random seed (default: random, printed and stored); image k uses seed + k")
+    generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
+    generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
+    masking = run.add_argument_group("mask and paste-back")
+    masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
+    masking.add_argument("--mask-blur", type=int, default=0, metavar="PX", help="feather the paste-back over PX pixels outside the mask")
+    masking.add_argument("--no-paste-back", dest="paste_back", action="store_false", help="keep the decoded pixels outside the mask too")
+    outputs = run.add_argument_group("output")
+    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
+    outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+
+    tiny = commands.add_parser("make-tiny-model", help="write a small UNTRAINED model for offline smoke tests")
+    tiny.add_argument("folder", type=Path, help="the folder to write (must not exist or be empty)")
+    tiny.add_argument("--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary")
+    tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
+
+    info = commands.add_parser("info", help="print what a model can do, read from its configs")
+    add_model_arguments(info)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})")
+    group.add_argument("--config", help="for a single-file model: a diffusers folder or hub id with the component configs")
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    group.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="auto: fp16 on CUDA, fp32 on CPU")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    configure_logging(quiet=getattr(arguments, "quiet", False))
+    try:
+        return COMMANDS[arguments.command](arguments)
+    except InputError as error:
+        print(f"inpaintkit: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KeyboardInterrupt, Cancelled):
+        print("inpaintkit: interrupted; images already written are kept.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def configure_logging(quiet: bool) -> None:
+    """Our warnings as 'inpaintkit: warning: ...' lines; the libraries' chatter and loading bars off."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.ERROR if quiet else logging.INFO)
+    log.propagate = False
+    warnings.filterwarnings("ignore", module="(diffusers|transformers|huggingface_hub|torch)")
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
+class OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"inpaintkit: {level}{record.getMessage()}"
+
+
+def command_run(arguments: argparse.Namespace) -> int:
+    from .inpainter import Inpainter
+    from .io import load_image_and_mask, save_png
+
+    # Everything that can be checked without the model is checked first, so no work is wasted.
+    settings = InpaintSettings(
+        prompt=arguments.prompt,
+        negative_prompt=arguments.negative_prompt,
+        method=arguments.method,
+        guidance=arguments.guidance,
+        steps=arguments.steps,
+        strength=arguments.strength,
+        seed=arguments.seed,
+        num_images=arguments.num_images,
+        scheduler=arguments.scheduler,
+        mask_grow=arguments.mask_grow,
+        mask_blur=arguments.mask_blur,
+        paste_back=arguments.paste_back,
+    ).with_seed()
+    pixels, mask = load_image_and_mask(arguments.image, arguments.mask)
+    targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
+
+    inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    if inpainter.capabilities.untrained:
+        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
+    if not arguments.quiet:
+        log.info("seed %d%s", settings.seed, f" (images use {settings.seed}..{settings.seed + settings.num_images - 1})" if settings.num_images > 1 else "")
+    with ProgressBar(enabled=not arguments.quiet) as on_step:
+        images = inpainter.run(pixels, mask, settings, callback=on_step)
+    for image, target in zip(images, targets):
+        save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
+        print(f"{target}\tseed {image.info['inpaintkit']['seed']}")
+    return 0
+
+
+def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
+    """Where each image goes: the file itself for one image, NAME-k.png for several, NAME-SEED.png in a folder."""
+    output = Path(output_argument)
+    if output_argument.endswith(("/", "\\")) and not output.exists():
+        output.mkdir(parents=True)
+    if output.is_dir():
+        folder = output
+        targets = [folder / f"{image.stem}-{seed}.png" for seed in seeds]
+    else:
+        folder = output.parent
+        if output.suffix.lower() != ".png":
+            raise InputError(f"Output {output} must end in .png (the settings are stored in PNG metadata) or be a folder.")
+        targets = [output] if len(seeds) == 1 else [output.with_name(f"{output.stem}-{k + 1}.png") for k in range(len(seeds))]
+    if not folder.is_dir():
+        raise InputError(f"Output folder {folder} does not exist.")
+    existing = [str(target) for target in targets if target.exists()]
+    if existing and not overwrite:
+        raise InputError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace.")
+    return targets
+
+
+class ProgressBar:
+    """A tqdm bar on stderr when it is a terminal; yields the per-step callback."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = None
+
+    def __enter__(self):
+        return self.on_step
+
+    def on_step(self, step: int, total: int, latents) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="denoising", unit="step", file=sys.stderr, leave=False)
+        self.bar.update(1)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def command_make_tiny_model(arguments: argparse.Namespace) -> int:
+    from .tiny import UNTRAINED_NOTE, make_tiny_model
+
+    folder = arguments.folder
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise InputError(f"{folder} already exists and is not an empty folder.")
+    make_tiny_model(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
+    print(f"{folder}\t{UNTRAINED_NOTE}")
+    return 0
+
+
+def command_info(arguments: argparse.Namespace) -> int:
+    from .models import load_components
+
+    components = load_components(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    description = {"model": arguments.model, **components.capabilities.describe(), "device": str(components.device), "dtype": str(components.dtype).removeprefix("torch.")}
+    print(json.dumps(description, indent=2))
+    return 0
+
+
+COMMANDS = {"run": command_run, "make-tiny-model": command_make_tiny_model, "info": command_info}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

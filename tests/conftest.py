@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny random-weight models written as real diffusers folders, and test pictures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# No test may reach a model hub: fail fast instead of trying.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny9(tmp_path_factory):
+    """A 9-channel (dedicated inpainting) tiny model folder."""
+    from inpaintkit.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny9", unet_in_channels=9)
+
+
+@pytest.fixture(scope="session")
+def tiny4(tmp_path_factory):
+    """A 4-channel (ordinary text-to-image) tiny model folder."""
+    from inpaintkit.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny4", unet_in_channels=4)
+
+
+@pytest.fixture(scope="session")
+def tiny4_vpred(tmp_path_factory):
+    """A 4-channel tiny model whose scheduler predicts v (as SD 2.x 768 does)."""
+    from inpaintkit.tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny4v", unet_in_channels=4, prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def inpainter9(tiny9):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny9, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def inpainter4(tiny4):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny4, device="cpu")
+
+
+def gradient_image(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic RGB test picture: smooth gradients plus a little texture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    picture = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), (x + y) / max(width + height - 2, 1)], axis=2) * 200
+    picture += rng.integers(0, 56, size=picture.shape)
+    return picture.astype(np.uint8)
+
+
+def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    """HxW uint8 mask, 255 inside box = (left, top, right, bottom)."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    left, top, right, bottom = box
+    mask[top:bottom, left:right] = 255
+    return mask
