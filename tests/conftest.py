@@ -11,6 +11,11 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+# Tiny models: one thread per test worker is fastest, and avoids two workers fighting over 2 cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny9(tmp_path_factory):

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError
-from .methods import METHOD_NAMES, METHODS
+from .methods import METHOD_NAMES, METHODS, resolve_method
 from .models import DEFAULT_MODEL
 from .schedulers import SCHEDULER_NAMES
 from .settings import InpaintSettings
@@ -135,6 +135,7 @@ def command_run(arguments: argparse.Namespace) -> int:
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
 
     inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    resolve_method(settings.method, inpainter.capabilities)  # a method the checkpoint cannot run fails before any work
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
     if not arguments.quiet:

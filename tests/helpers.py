@@ -1,0 +1,47 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from inpaintkit.cli import main
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `inpaintkit ARGS` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit_:  # argparse exits itself on usage errors
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, phrase: str) -> None:
+    """Exit code 2, exactly one line on stderr containing `phrase`, and no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit code {code}, stderr: {err!r}"
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert "Traceback" not in err
+    assert phrase in lines[0], f"{phrase!r} not in {lines[0]!r}"
+
+
+def png_claiming_size(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height RGB pixels (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def distance_to_nearest(mask: np.ndarray) -> np.ndarray:
+    """Brute-force Euclidean distance from each pixel to the nearest pixel where mask is true."""
+    ys, xs = np.nonzero(mask)
+    grid_y, grid_x = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
+    squared = (grid_y[..., None] - ys) ** 2 + (grid_x[..., None] - xs) ** 2
+    return np.sqrt(squared.min(axis=-1))

@@ -1,0 +1,130 @@
+"""Awkward but valid inputs: image modes, EXIF orientation, sizes that are not multiples of 8, alpha masks.
+
+Each runs end to end on the tiny model; the property checked is that the output has the input's
+size and that every pixel outside the mask is the input's pixel, converted as documented.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inpaintkit.io import load_image_and_mask
+
+from .conftest import box_mask, gradient_image
+
+
+def run_tiny(inpainter, image, mask=None, **options):
+    return np.asarray(inpainter(image, mask, "a cat", steps=2, seed=1, **options)[0])
+
+
+def assert_background_kept(output, expected_rgb, mask):
+    outside = np.asarray(mask) < 128
+    assert output.shape == expected_rgb.shape
+    assert np.array_equal(output[outside], expected_rgb[outside])
+
+
+def rgb(width=40, height=24):
+    return gradient_image(width, height, seed=11)
+
+
+MODES = {
+    # mode: (make the image from RGB pixels, the RGB pixels inpaintkit must see)
+    "RGBA": (lambda p: Image.fromarray(p).convert("RGBA"), lambda p: p),
+    "P": (lambda p: Image.fromarray(p).quantize(64), lambda p: np.asarray(Image.fromarray(p).quantize(64).convert("RGB"))),
+    "L": (lambda p: Image.fromarray(p).convert("L"), lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2)),
+    "LA": (lambda p: Image.fromarray(p).convert("LA"), lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2)),
+    "CMYK": (lambda p: Image.fromarray(p).convert("CMYK"), lambda p: np.asarray(Image.fromarray(p).convert("CMYK").convert("RGB"))),
+    "I;16": (
+        lambda p: Image.fromarray(p[..., 0].astype(np.uint16) * 257),
+        lambda p: np.repeat(p[..., :1], 3, 2),  # 16-bit v -> round(v / 257): exactly the 8-bit value back
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_image_modes_are_converted(mode, tmp_path, inpainter9):
+    make, expected = MODES[mode]
+    pixels = rgb()
+    mask = box_mask(40, 24, (10, 5, 30, 20))
+    path = tmp_path / ("image.tiff" if mode in ("CMYK", "I;16") else "image.png")
+    picture = make(pixels)
+    picture.save(path)
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    with Image.open(path) as reopened:
+        assert reopened.mode == mode  # the file really is in that mode
+    output = run_tiny(inpainter9, path, tmp_path / "mask.png")
+    assert_background_kept(output, expected(pixels), mask)
+
+
+@pytest.mark.parametrize("mask_mode", ["1", "L", "RGB", "RGBA", "I;16"])
+def test_mask_modes(mask_mode, inpainter9):
+    mask = box_mask(40, 24, (10, 5, 30, 20))
+    if mask_mode == "I;16":
+        mask_image = Image.fromarray(mask.astype(np.uint16) * 257)
+    else:
+        mask_image = Image.fromarray(mask).convert(mask_mode)
+    output = run_tiny(inpainter9, rgb(), mask_image, paste_back=True)
+    assert_background_kept(output, rgb(), mask)
+    assert not np.array_equal(output[mask > 0], rgb()[mask > 0])  # the masked region was repainted
+
+
+def test_exif_orientation_is_applied(tmp_path, inpainter9):
+    """A JPEG stored 40x24 with orientation 6 (rotate 90 clockwise) is a 24x40 picture."""
+    stored = Image.fromarray(rgb(40, 24))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait.jpg"
+    stored.save(path, exif=exif, quality=95)
+    upright = np.asarray(Image.open(path).transpose(Image.Transpose.ROTATE_270))
+    assert upright.shape == (40, 24, 3)
+    mask = box_mask(24, 40, (4, 10, 20, 30))  # drawn on the upright picture
+    output = run_tiny(inpainter9, path, Image.fromarray(mask))
+    assert_background_kept(output, upright, mask)
+
+
+@pytest.mark.parametrize("width, height", [(37, 29), (5, 3), (130, 9), (1, 1)])
+def test_sizes_that_are_not_multiples_of_eight(width, height, inpainter9):
+    pixels = gradient_image(width, height, seed=2)
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 3 : height // 3 + max(height // 2, 1), width // 4 : width // 4 + max(width // 2, 1)] = 255
+    output = run_tiny(inpainter9, pixels, mask)
+    assert output.shape == (height, width, 3)
+    assert_background_kept(output, pixels, mask)
+
+
+def test_alpha_channel_is_the_mask(inpainter9):
+    """Without a mask, transparent pixels are repainted and opaque ones kept."""
+    pixels = rgb()
+    alpha = np.full((24, 40), 255, np.uint8)
+    alpha[6:18, 12:28] = 0
+    rgba = Image.fromarray(np.dstack([pixels, alpha]), mode="RGBA")
+    output = run_tiny(inpainter9, rgba)
+    transparent_is_mask = 255 - alpha
+    assert_background_kept(output, pixels, transparent_is_mask)
+    assert not np.array_equal(output[alpha == 0], pixels[alpha == 0])
+
+
+def test_grey_mask_values_are_binarised_at_128():
+    mask = np.array([[0, 127, 128, 255]], np.uint8)
+    _, values = load_image_and_mask(np.zeros((1, 4, 3), np.uint8), mask)
+    from inpaintkit.masks import binarize
+
+    assert binarize(values).tolist() == [[0.0, 0.0, 1.0, 1.0]]
+
+
+def test_empty_mask_returns_the_input_with_a_warning(inpainter9, caplog):
+    pixels = rgb()
+    with caplog.at_level("WARNING", logger="inpaintkit"):
+        outputs = inpainter9(pixels, np.zeros((24, 40), np.uint8), "anything", num_images=2, seed=3)
+    assert [np.array_equal(np.asarray(each), pixels) for each in outputs] == [True, True]
+    assert "mask is empty" in caplog.text
+
+
+def test_mask_eroded_to_nothing_returns_the_input(inpainter9, caplog):
+    pixels = rgb()
+    with caplog.at_level("WARNING", logger="inpaintkit"):
+        output = run_tiny(inpainter9, pixels, box_mask(40, 24, (10, 10, 13, 13)), mask_grow=-3)
+    assert np.array_equal(output, pixels)
+    assert "after --mask-grow" in caplog.text
