@@ -128,14 +128,51 @@ def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None):
 
 
 def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None, extras: dict):
-    from diffusers import StableDiffusionInpaintPipeline
+    """An original (LDM) Stable Diffusion checkpoint. Offline, `config` must name a local diffusers folder."""
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
         raise InputError(f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder.")
     kwargs = dict(dtype=dtype, **extras)
-    if config is not None:
+    if config is not None and Path(config).is_dir():
+        config_folder = Path(config)
+        _check_config_folder(config_folder)
+        kwargs.update(config=str(config_folder), local_files_only=True)
+        # diffusers builds the UNet from the config folder; the checkpoint says whether it is a 9-channel one.
+        in_channels = _checkpoint_unet_in_channels(path)
+        folder_in_channels = json.loads((config_folder / "unet" / "config.json").read_text(encoding="utf-8"))["in_channels"]
+        if in_channels is not None and in_channels != folder_in_channels:
+            kwargs["unet"] = _call_loader(
+                str(path), UNet2DConditionModel.from_single_file, str(path), config=str(config_folder),
+                subfolder="unet", in_channels=in_channels, local_files_only=True, dtype=dtype,
+            )
+    elif config is not None:
         kwargs["config"] = str(config)
     return _call_loader(str(path), StableDiffusionInpaintPipeline.from_single_file, str(path), **kwargs)
+
+
+def _check_config_folder(folder: Path) -> None:
+    """The configs a single file needs; without a tokenizer, transformers would silently invent a useless one."""
+    tokenizer = folder / "tokenizer"
+    if not ((tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()) and not (tokenizer / "tokenizer.json").is_file():
+        raise InputError(f"Config folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
+    _check_diffusers_folder(folder)
+
+
+def _checkpoint_unet_in_channels(path: Path) -> int | None:
+    """The UNet's input channels, read from the first convolution's weight shape in an LDM checkpoint."""
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return handle.get_slice(key).get_shape()[1] if key in handle.keys() else None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state_dict = checkpoint.get("state_dict", checkpoint)
+        return state_dict[key].shape[1] if key in state_dict else None
+    except Exception:  # unreadable: diffusers' own loader will name the problem
+        return None
 
 
 def _check_diffusers_folder(path: Path) -> None:
@@ -167,8 +204,10 @@ def _call_loader(model: str, loader, *args, **kwargs):
 
 
 def _loading_failure(model: str, error: Exception) -> str:
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     text = str(error)
-    if "not fully cached" in text or "outgoing traffic has been disabled" in text or "offline" in text.lower():
+    if isinstance(error, LocalEntryNotFoundError) or "not fully cached" in text or "outgoing traffic has been disabled" in text or "offline" in text.lower():
         if Path(model).suffix.lower() in SINGLE_FILE_SUFFIXES:
             return (
                 f"Single-file model {model} needs its component configs from the hub, which cannot be reached; "
