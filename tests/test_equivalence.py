@@ -16,7 +16,10 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionInpaintPipeline,
+    UniPCMultistepScheduler,
 )
 from PIL import Image
 
@@ -34,6 +37,9 @@ REFERENCE_SCHEDULERS = {
     "euler": lambda config: EulerDiscreteScheduler.from_config(config),
     "euler-a": lambda config: EulerAncestralDiscreteScheduler.from_config(config),
     "dpm++2m": lambda config: DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2),
+    "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
+    "lms": lambda config: LMSDiscreteScheduler.from_config(config),
+    "pndm": lambda config: PNDMScheduler.from_config(config),
 }
 
 
@@ -69,10 +75,13 @@ CASES = [
     ("tiny9", "native", "default", 1.0),
     ("tiny9", "native", "ddim", 0.6),
     ("tiny9", "native", "euler-a", 1.0),
+    ("tiny9", "native", "unipc", 0.9),
+    ("tiny4", "blend", "pndm", 1.0),
     ("tiny4", "blend", "ddim", 1.0),
     ("tiny4", "blend", "dpm++2m", 0.7),
     ("tiny4", "blend", "euler-a", 0.75),
     ("tiny4", "blend", "euler", 1.0),
+    ("tiny4", "blend", "lms", 0.9),
     ("tiny4_vpred", "blend", "ddim", 0.8),
 ]
 

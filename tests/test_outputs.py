@@ -1,0 +1,130 @@
+"""Output files, the progress bar, the tiny model's labelling, dtypes, and warnings a user should see."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inpaintkit import Inpainter
+from inpaintkit.io import read_png_parameters
+
+from .conftest import box_mask, gradient_image
+from .helpers import run_cli
+
+
+@pytest.fixture()
+def files(tmp_path):
+    Image.fromarray(gradient_image(40, 32, seed=9)).save(tmp_path / "in.png")
+    Image.fromarray(box_mask(40, 32, (8, 8, 30, 24))).save(tmp_path / "mask.png")
+    return tmp_path
+
+
+def run_args(files, model, output, *extra):
+    return ["run", "--image", files / "in.png", "--mask", files / "mask.png", "--model", model, "--steps", "2", "--output", output, *extra]
+
+
+def test_overwrite_replaces_an_existing_file(files, tiny9, capsys):
+    output = files / "out.png"
+    output.write_bytes(b"old")
+    code, _, err = run_cli(run_args(files, tiny9, output, "--overwrite", "--seed", "3"), capsys)
+    assert code == 0, err
+    assert read_png_parameters(output)["seed"] == 3
+
+
+def test_a_failed_write_leaves_no_partial_file(files, tiny9, capsys, monkeypatch):
+    """Writes go to a temporary file renamed into place: a crash mid-write leaves nothing behind."""
+
+    def broken_save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half an image")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        run_cli(run_args(files, tiny9, files / "out.png"), capsys)
+    assert sorted(path.name for path in files.iterdir()) == ["in.png", "mask.png"]
+
+
+def test_several_images_into_a_new_folder(files, tiny9, capsys):
+    code, out, err = run_cli(run_args(files, tiny9, f"{files / 'results'}/", "--num-images", "2", "--seed", "7"), capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in (files / "results").iterdir()) == ["in-7.png", "in-8.png"]
+    assert [line.split("\t")[1] for line in out.splitlines()] == ["seed 7", "seed 8"]
+
+
+def test_progress_bar_on_a_terminal_and_not_when_quiet(files, tiny9):
+    """tqdm draws on stderr only when it is a terminal; --quiet silences it."""
+
+    def stderr_on_a_tty(*extra):
+        leader, follower = pty.openpty()
+        # a terminal of 100x30 characters (a fresh pty is 0x0, where tqdm has no room to draw)
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inpaintkit.cli", *map(str, run_args(files, tiny9, files / f"o{len(extra)}.png", *extra))],
+            stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(timeout=300) == 0
+        os.close(leader)
+        return b"".join(chunks).decode(errors="replace")
+
+    assert "denoising" in stderr_on_a_tty()
+    assert stderr_on_a_tty("--quiet") == ""
+
+
+def test_make_tiny_model_is_labelled_untrained(tmp_path, capsys):
+    code, out, _ = run_cli(["make-tiny-model", tmp_path / "tiny", "--channels", "4"], capsys)
+    assert code == 0
+    assert "UNTRAINED" in out
+    assert "UNTRAINED" in (tmp_path / "tiny" / "README.md").read_text()
+    assert "UNTRAINED" in json.loads((tmp_path / "tiny" / "model_index.json").read_text())["_inpaintkit_untrained"]
+    code, out, _ = run_cli(["info", "--model", tmp_path / "tiny"], capsys)
+    assert json.loads(out)["untrained"] is True and json.loads(out)["unet_in_channels"] == 4
+
+
+def test_run_warns_that_the_tiny_model_is_untrained(files, tiny9, capsys):
+    code, _, err = run_cli(run_args(files, tiny9, files / "out.png"), capsys)
+    assert code == 0
+    assert "UNTRAINED" in err
+    assert read_png_parameters(files / "out.png")["model_untrained"] is True
+
+
+def test_bf16_on_cpu_runs_and_keeps_the_background(tiny9):
+    inpainter = Inpainter.from_pretrained(tiny9, device="cpu", dtype="bf16")
+    assert inpainter.components.unet.dtype == torch.bfloat16
+    pixels, mask = gradient_image(40, 32, seed=9), box_mask(40, 32, (8, 8, 30, 24))
+    output = np.asarray(inpainter(pixels, mask, "x", steps=2, seed=1)[0])
+    assert np.array_equal(output[mask == 0], pixels[mask == 0])
+
+
+def test_long_prompt_warns_about_truncation(inpainter9, caplog):
+    pixels, mask = gradient_image(16, 16), box_mask(16, 16, (4, 4, 12, 12))
+    with caplog.at_level("WARNING", logger="inpaintkit"):
+        inpainter9(pixels, mask, "word " * 100, steps=1, seed=1)
+    assert "CLIP reads only the first 77" in caplog.text
+
+
+def test_unknown_api_setting_is_named(inpainter9):
+    from inpaintkit import InputError
+
+    with pytest.raises(InputError, match="Unknown setting\\(s\\) guidence"):
+        inpainter9(gradient_image(16, 16), box_mask(16, 16, (4, 4, 12, 12)), "x", guidence=3)
