@@ -128,3 +128,20 @@ def test_mask_eroded_to_nothing_returns_the_input(inpainter9, caplog):
         output = run_tiny(inpainter9, pixels, box_mask(40, 24, (10, 10, 13, 13)), mask_grow=-3)
     assert np.array_equal(output, pixels)
     assert "after --mask-grow" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.pad(np.ones((4, 4), bool), 2),  # True = repaint
+        np.pad(np.ones((4, 4), np.float32), 2),  # floats in [0, 1]
+        np.pad(np.full((4, 4), 255, np.int64), 2),  # integers as 8-bit values
+        np.pad(np.full((4, 4), 65535, np.uint16), 2),  # 16-bit
+    ],
+    ids=["bool", "float", "int64", "uint16"],
+)
+def test_mask_arrays_of_any_dtype(mask):
+    _, values = load_image_and_mask(np.zeros((8, 8, 3), np.uint8), mask)
+    from inpaintkit.masks import binarize
+
+    assert np.array_equal(binarize(values), np.pad(np.ones((4, 4), np.float32), 2))

@@ -66,10 +66,14 @@ def _from_array(array: np.ndarray, what: str) -> Image.Image:
         raise InputError(f"The {what} array has shape {array.shape}; expected HxW, HxWx1, HxWx3 or HxWx4.")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if np.issubdtype(array.dtype, np.floating):
-        array = np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255  # True = white
+    elif np.issubdtype(array.dtype, np.floating):
+        array = np.clip(np.nan_to_num(array), 0.0, 1.0) * 255.0 + 0.5  # floats are in [0, 1]
     elif array.dtype == np.uint16:
         array = array / 257.0 + 0.5
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255)  # other integers are taken as 8-bit values
     return Image.fromarray(array.astype(np.uint8))
 
 
