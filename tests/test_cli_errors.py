@@ -145,23 +145,25 @@ def test_folder_that_is_not_a_diffusers_model(photo, tmp_path, capsys):
     assert_one_line_error(code, err, "is not a diffusers model (it has no model_index.json)")
 
 
+def broken_copy(model, tmp_path):
+    import shutil
+
+    return shutil.copytree(model, tmp_path / "broken")
+
+
 def test_model_folder_with_a_missing_component(photo, tmp_path, tiny9, capsys):
     import shutil
 
     image, mask = photo
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny9, broken)
+    broken = broken_copy(tiny9, tmp_path)
     shutil.rmtree(broken / "vae")
     code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", broken), capsys)
     assert_one_line_error(code, err, "lacks the component folder(s) vae")
 
 
 def test_model_folder_with_corrupt_weights(photo, tmp_path, tiny9, capsys):
-    import shutil
-
     image, mask = photo
-    broken = tmp_path / "broken"
-    shutil.copytree(tiny9, broken)
+    broken = broken_copy(tiny9, tmp_path)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 100)
     code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", broken), capsys)
     assert_one_line_error(code, err, f"Could not load model '{broken}'")

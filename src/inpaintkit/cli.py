@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -117,20 +118,7 @@ def command_run(arguments: argparse.Namespace) -> int:
     from .io import load_image_and_mask, save_png
 
     # Everything that can be checked without the model is checked first, so no work is wasted.
-    settings = InpaintSettings(
-        prompt=arguments.prompt,
-        negative_prompt=arguments.negative_prompt,
-        method=arguments.method,
-        guidance=arguments.guidance,
-        steps=arguments.steps,
-        strength=arguments.strength,
-        seed=arguments.seed,
-        num_images=arguments.num_images,
-        scheduler=arguments.scheduler,
-        mask_grow=arguments.mask_grow,
-        mask_blur=arguments.mask_blur,
-        paste_back=arguments.paste_back,
-    ).with_seed()
+    settings = settings_from_arguments(arguments).with_seed()
     pixels, mask = load_image_and_mask(arguments.image, arguments.mask)
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
 
@@ -146,6 +134,11 @@ def command_run(arguments: argparse.Namespace) -> int:
         save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
         print(f"{target}\tseed {image.info['inpaintkit']['seed']}")
     return 0
+
+
+def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
+    """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
+    return InpaintSettings(**{field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)})
 
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
