@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inpaintkit import Inpainter
+from inpaintkit import Inpainter, InpaintSettings
 from inpaintkit.methods import resolve_method
 from inpaintkit.tiny import make_tiny_model
 
@@ -76,8 +76,8 @@ def test_vae_scaling_factor_comes_from_the_config(tmp_path):
 
 
 def test_auto_method_follows_the_unet(inpainter9, inpainter4):
-    assert resolve_method("auto", inpainter9.capabilities).name == "native"
-    assert resolve_method("auto", inpainter4.capabilities).name == "blend"
+    assert resolve_method("auto", inpainter9.capabilities, InpaintSettings()).name == "native"
+    assert resolve_method("auto", inpainter4.capabilities, InpaintSettings()).name == "blend"
     assert inpainter4(PIXELS, MASK, "x", steps=2, seed=1)[0].info["inpaintkit"]["method"] == "blend"
 
 

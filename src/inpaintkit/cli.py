@@ -13,7 +13,9 @@ from typing import Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError
+from .fill import FILLS
 from .methods import METHOD_NAMES, METHODS, resolve_method
+from .methods.bld import RECONSTRUCTIONS
 from .models import DEFAULT_MODEL
 from .schedulers import SCHEDULER_NAMES
 from .settings import InpaintSettings
@@ -39,26 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = run.add_argument_group("inputs")
     inputs.add_argument("--image", required=True, type=Path, help="the image (any size; EXIF orientation is applied)")
     inputs.add_argument("--mask", type=Path, help="white = repaint; omit to use the image's alpha (transparent = repaint)")
-    inputs.add_argument("--prompt", default="", help="what to paint in the masked region")
-    inputs.add_argument("--negative-prompt", default="", help="what to steer away from")
-    add_model_arguments(run)
-    generation = run.add_argument_group("generation")
-    methods_help = "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items())
-    generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
-    generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
-    generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
-    generation.add_argument("--seed", type=int, help="random seed (default: random, printed and stored); image k uses seed + k")
-    generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
-    generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
-    masking = run.add_argument_group("mask and paste-back")
-    masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
-    masking.add_argument("--mask-blur", type=int, default=0, metavar="PX", help="feather the paste-back over PX pixels outside the mask")
-    masking.add_argument("--no-paste-back", dest="paste_back", action="store_false", help="keep the decoded pixels outside the mask too")
-    outputs = run.add_argument_group("output")
-    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
-    outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    add_job_arguments(run)
+
+    outpaint = commands.add_parser("outpaint", help="extend an image beyond its borders", description="Grow the canvas and paint the new area to follow a prompt.")
+    inputs = outpaint.add_argument_group("inputs")
+    inputs.add_argument("--image", required=True, type=Path, help="the image to extend")
+    for side in ("left", "right", "top", "bottom"):
+        inputs.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add on the {side}")
+    inputs.add_argument("--expand", type=int, metavar="PX", help="pixels to add on every side (adds to the per-side values)")
+    add_job_arguments(outpaint)
 
     tiny = commands.add_parser("make-tiny-model", help="write a small UNTRAINED model for offline smoke tests")
     tiny.add_argument("folder", type=Path, help="the folder to write (must not exist or be empty)")
@@ -68,6 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print what a model can do, read from its configs")
     add_model_arguments(info)
     return parser
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags shared by run and outpaint; their names are InpaintSettings' fields."""
+    parser.add_argument("--prompt", default="", help="what to paint in the masked region")
+    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
+    add_model_arguments(parser)
+    generation = parser.add_argument_group("generation")
+    methods_help = "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items())
+    generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
+    generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
+    generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
+    generation.add_argument("--seed", type=int, help="random seed (default: random, printed and stored); image k uses seed + k")
+    generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
+    generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
+    masking = parser.add_argument_group("mask, crop and finishing")
+    masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
+    masking.add_argument("--mask-blur", type=int, default=0, metavar="PX", help="feather the paste-back over PX pixels outside the mask")
+    masking.add_argument("--no-paste-back", dest="paste_back", action="store_false", help="keep the decoded pixels outside the mask too")
+    masking.add_argument("--crop-padding", type=int, metavar="PX", help="inpaint only the mask's window plus PX pixels, at the model's native size")
+    masking.add_argument("--fill", default="original", choices=FILLS, help="what the masked area starts as before noising (matters for strength < 1)")
+    masking.add_argument("--color-match", action="store_true", help="match the new region's colour statistics to the pixels around it")
+    options = parser.add_argument_group("method options (each belongs to one method; unset = the method's default)")
+    options.add_argument("--blend-start", type=float, help="bld: fraction of the steps skipped, starting from noise (0.25)")
+    options.add_argument("--mask-dilation-iterations", type=int, metavar="N", help="bld: progressive mask shrinking, N dilated masks first (0)")
+    options.add_argument("--reconstruct", choices=RECONSTRUCTIONS, help="bld: background reconstruction after decoding (optimize)")
+    options.add_argument("--jump-length", type=int, metavar="J", help="repaint: steps per jump back up (10)")
+    options.add_argument("--jump-n-sample", type=int, metavar="R", help="repaint: times each block is resampled (10)")
+    options.add_argument("--known-t", type=int, metavar="T", help="tdpaint: the known region's constant noise level (50)")
+    outputs = parser.add_argument_group("output")
+    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
+    outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,16 +139,33 @@ class OneLineFormatter(logging.Formatter):
 
 
 def command_run(arguments: argparse.Namespace) -> int:
-    from .inpainter import Inpainter
-    from .io import load_image_and_mask, save_png
+    from .io import load_image_and_mask
 
     # Everything that can be checked without the model is checked first, so no work is wasted.
     settings = settings_from_arguments(arguments).with_seed()
     pixels, mask = load_image_and_mask(arguments.image, arguments.mask)
-    targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
+    return run_job(arguments, settings, pixels, mask)
 
+
+def command_outpaint(arguments: argparse.Namespace) -> int:
+    from .io import open_image, to_rgb_array
+    from .outpaint import expand_canvas
+
+    settings = settings_from_arguments(arguments).with_seed()
+    extra = arguments.expand or 0
+    sides = {side: getattr(arguments, side) + extra for side in ("left", "right", "top", "bottom")}
+    canvas, mask = expand_canvas(to_rgb_array(open_image(arguments.image, "image")), **sides)
+    return run_job(arguments, settings, canvas, mask)
+
+
+def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, mask) -> int:
+    """Load the model, inpaint, write the outputs: the part run and outpaint share."""
+    from .inpainter import Inpainter
+    from .io import save_png
+
+    targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
     inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
-    resolve_method(settings.method, inpainter.capabilities)  # a method the checkpoint cannot run fails before any work
+    resolve_method(settings.method, inpainter.capabilities, settings)  # a method the checkpoint cannot run fails before any work
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
     if not arguments.quiet:
@@ -134,7 +176,6 @@ def command_run(arguments: argparse.Namespace) -> int:
         save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
         print(f"{target}\tseed {image.info['inpaintkit']['seed']}")
     return 0
-
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
@@ -206,7 +247,7 @@ def command_info(arguments: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "make-tiny-model": command_make_tiny_model, "info": command_info}
+COMMANDS = {"run": command_run, "outpaint": command_outpaint, "make-tiny-model": command_make_tiny_model, "info": command_info}
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -31,11 +31,23 @@ StepCallback = Callable[[int, int, torch.Tensor], Optional[bool]]
 class LoopState:
     """What a method may read while the loop runs; latent tensors are batched over the job's images."""
 
+    components: Components
+    settings: InpaintSettings
     scheduler: object
     timesteps: torch.Tensor
+    generators: list[torch.Generator]
     known_latents: Optional[torch.Tensor]  # z0: the input image's latents (posterior samples), or None
     noise: torch.Tensor  # the job's initial noise, reused to noise the known region
-    mask: torch.Tensor  # latent-resolution mask, 1 = generate, 0 = keep
+    mask: torch.Tensor  # latent-resolution binary mask, 1 = generate, 0 = keep
+    change: Optional[torch.Tensor]  # latent-resolution per-pixel strength in [0, 1] (soft masks), or None
+    image: torch.Tensor  # the input in pixel space, 1x3xHxW in [-1, 1]
+    pixel_mask: torch.Tensor  # the binary mask in pixel space, 1x1xHxW
+    extra: dict = field(default_factory=dict)  # a method's own values between steps
+
+    def fresh_noise(self) -> torch.Tensor:
+        """New noise shaped like the latents, from the job's generators (one per image)."""
+        generator = self.generators if len(self.generators) > 1 else self.generators[0]
+        return randn_tensor(self.noise.shape, generator=generator, device=self.noise.device, dtype=self.noise.dtype)
 
 
 def generators_for(seeds: list[int]) -> list[torch.Generator]:
@@ -50,22 +62,26 @@ def denoise(
     mask: np.ndarray,
     settings: InpaintSettings,
     callback: Optional[StepCallback] = None,
+    change_map: Optional[np.ndarray] = None,
 ) -> np.ndarray:
     """Inpaint HxWx3 uint8 `pixels` where the binary HxW `mask` is 1; H and W are multiples of the VAE factor.
 
+    `change_map` (HxW in [0, 1]) is the per-pixel strength for methods with soft masks.
     Returns NxHxWx3 uint8, one image per seed in `settings.seeds()`.
     """
-    device, dtype = components.device, components.dtype
+    device = components.device
     generators = generators_for(settings.seeds())
     guided = settings.guidance > 1.0  # classifier-free guidance, as diffusers decides it
 
     with torch.inference_mode():
-        # 1. Text embeddings, the unconditional half first (one batched UNet call per step).
-        embeddings = encode_prompt(components, settings, guided)
+        # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
+        scheduler_name = method.scheduler_name(settings.scheduler, components.scheduler_config["_class_name"])
+        scheduler = make_scheduler(scheduler_name, components.scheduler_config)
+        method.check_scheduler(scheduler)
+        timesteps = schedule(scheduler, settings.steps, method.skipped_steps(settings), device)
 
-        # 2. Timesteps: strength < 1 skips the noisiest ones.
-        scheduler = make_scheduler(settings.scheduler, components.scheduler_config)
-        timesteps = schedule(scheduler, settings.steps, settings.strength, device)
+        # 2. Text embeddings, the unconditional half first (one batched UNet call per step).
+        embeddings = encode_prompt(components, settings, guided)
 
         # 3. Image, mask and masked image as tensors, in pixel space.
         image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
@@ -74,16 +90,20 @@ def denoise(
 
         # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
         state, latents, condition = prepare_latents(
-            components, method, scheduler, timesteps, image, pixel_mask, masked_image, settings, generators
+            components, method, settings, scheduler, timesteps, generators, image, pixel_mask, masked_image, change_map
         )
+        latents = method.start(state, latents)
         if guided and condition is not None:
             condition = torch.cat([condition] * 2)
         step_kwargs = scheduler_step_kwargs(scheduler, generators)
 
         # 5. The loop.
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if guided else latents
-            model_input = scheduler.scale_model_input(model_input, t)
+        order = list(method.step_order(state))
+        for count, i in enumerate(order):
+            t = timesteps[i]
+            latents = method.before_step(state, i, latents)
+            model_input = method.unet_input(state, i, scheduler.scale_model_input(latents, t))
+            model_input = torch.cat([model_input] * 2) if guided else model_input
             if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
                 model_input = torch.cat([model_input, condition], dim=1)
             prediction = components.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
@@ -92,11 +112,11 @@ def denoise(
                 prediction = unconditional + settings.guidance * (conditional - unconditional)
             latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
             latents = method.after_step(state, i, latents)
-            if callback is not None and callback(i, len(timesteps), latents) is False:
-                raise Cancelled(f"Stopped after step {i + 1} of {len(timesteps)}.")
+            if callback is not None and callback(count, len(order), latents) is False:
+                raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
 
         # 6. Decode.
-        decoded = components.vae.decode(latents / components.capabilities.vae_scaling_factor, return_dict=False)[0]
+        decoded = method.decode(state, latents)
     decoded = (decoded * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
     return (decoded * 255).round().astype(np.uint8)
 
@@ -120,16 +140,15 @@ def warn_if_truncated(tokenizer, text: str, what: str) -> None:
         log.warning("The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length)
 
 
-def schedule(scheduler, steps: int, strength: float, device: torch.device) -> torch.Tensor:
-    """The timesteps to run: all of them at strength 1, the last `strength` fraction otherwise."""
+def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch.Tensor:
+    """The timesteps to run: all but the `skipped` noisiest (as diffusers' img2img/inpaint get_timesteps)."""
     scheduler.set_timesteps(steps, device=device)
-    start = steps - min(int(steps * strength), steps)
     if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(start * scheduler.order)
-    return scheduler.timesteps[start * scheduler.order :]
+        scheduler.set_begin_index(skipped * scheduler.order)
+    return scheduler.timesteps[skipped * scheduler.order :]
 
 
-def prepare_latents(components, method, scheduler, timesteps, image, pixel_mask, masked_image, settings, generators):
+def prepare_latents(components, method, settings, scheduler, timesteps, generators, image, pixel_mask, masked_image, change_map):
     """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
     vae, device, dtype = components.vae, components.device, components.dtype
     capabilities = components.capabilities
@@ -162,7 +181,14 @@ def prepare_latents(components, method, scheduler, timesteps, image, pixel_mask,
     # nearest-neighbour downsampling, as diffusers (and the inpainting checkpoints' training) does
     latent_mask = F.interpolate(pixel_mask, size=(height, width)).to(device, dtype).repeat(len(generators), 1, 1, 1)
     condition = torch.cat([latent_mask, torch.cat(masked_latents)], dim=1) if masked_latents else None
-    state = LoopState(scheduler=scheduler, timesteps=timesteps, known_latents=known_latents, noise=noise, mask=latent_mask)
+    change = None
+    if change_map is not None:  # a per-pixel strength averages over each latent cell
+        change = F.interpolate(torch.from_numpy(change_map)[None, None].float(), size=(height, width), mode="area")
+        change = change.to(device, dtype).repeat(len(generators), 1, 1, 1)
+    state = LoopState(
+        components=components, settings=settings, scheduler=scheduler, timesteps=timesteps, generators=generators,
+        known_latents=known_latents, noise=noise, mask=latent_mask, change=change, image=image, pixel_mask=pixel_mask,
+    )
     return state, latents, condition
 
 

@@ -14,3 +14,19 @@ def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) 
     blended = alpha * generated.astype(np.float32) + (1.0 - alpha) * original.astype(np.float32)
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
     return np.where(alpha > 0, blended, original)
+
+
+def poisson_blend(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Seamless cloning (Pérez et al. 2003, OpenCV NORMAL_CLONE) of the generated masked region into the original."""
+    import cv2
+
+    binary = (mask >= 0.5).astype(np.uint8) * 255
+    if not binary.any():
+        return generated.copy()
+    margin = 2  # seamlessClone needs the region away from the image border
+    source = np.pad(generated, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+    target = np.pad(original, ((margin, margin), (margin, margin), (0, 0)), mode="edge")
+    binary = np.pad(binary, margin)
+    x, y, width, height = cv2.boundingRect(binary)
+    blended = cv2.seamlessClone(source, target, binary, (x + width // 2, y + height // 2), cv2.NORMAL_CLONE)
+    return blended[margin:-margin, margin:-margin]

@@ -10,12 +10,16 @@ import numpy as np
 from PIL import Image
 
 from . import __version__
+from .color import match_color
+from .crop import Window, crop_to_window, crop_window, paste_window
 from .engine import StepCallback, denoise
+from .fill import fill_masked
 from .finish import paste_back
-from .io import ImageLike, load_image_and_mask
-from .masks import binarize, feather, grow, pad_to_multiple
-from .methods import resolve_method
+from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
+from .masks import MaskRegions, mask_regions, pad_to_multiple
+from .methods import Method, resolve_method
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components
+from .outpaint import expand_canvas
 from .settings import InpaintSettings
 
 log = logging.getLogger("inpaintkit")
@@ -58,10 +62,28 @@ class Inpainter:
         """Inpaint `image` where `mask` is white (or, without a mask, where the image is transparent).
 
         `options` are the fields of InpaintSettings (negative_prompt, method, guidance, steps, strength,
-        seed, num_images, scheduler, mask_grow, mask_blur, paste_back). `callback(step, total, latents)`
-        runs after every step; returning False stops the job (raises Cancelled).
+        seed, num_images, scheduler, mask_grow, mask_blur, paste_back, crop_padding, fill, color_match
+        and the method options). `callback(step, total, latents)` runs after every step; returning
+        False stops the job (raises Cancelled).
         """
         return self.run(image, mask, InpaintSettings.from_options(prompt=prompt, **options), callback)
+
+    def outpaint(
+        self,
+        image: ImageLike,
+        prompt: str = "",
+        *,
+        left: int = 0,
+        right: int = 0,
+        top: int = 0,
+        bottom: int = 0,
+        callback: Optional[StepCallback] = None,
+        **options: Any,
+    ) -> list[Image.Image]:
+        """Extend the canvas by the given pixels on each side and paint the new area."""
+        pixels = to_rgb_array(open_image(image, "image"))
+        canvas, mask = expand_canvas(pixels, left=left, right=right, top=top, bottom=bottom)
+        return self(canvas, mask, prompt, callback=callback, **options)
 
     def run(
         self,
@@ -72,31 +94,60 @@ class Inpainter:
     ) -> list[Image.Image]:
         """Like calling the inpainter, with the settings already built."""
         settings = settings.with_seed()
-        method = resolve_method(settings.method, self.capabilities)
+        method = resolve_method(settings.method, self.capabilities, settings)
         pixels, mask_values = load_image_and_mask(image, mask)
-        repaint = grow(binarize(mask_values), settings.mask_grow)
-        if repaint.any():
-            generated = self._generate(pixels, repaint, settings, method, callback)
+        regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
+        if regions.repaint.any():
+            generated = self._generate(pixels, regions, settings, method, callback)
         else:
-            log.warning("The mask is empty (all black%s); returning the input unchanged.", " after --mask-grow" if binarize(mask_values).any() else "")
+            log.warning("The mask is empty (all black%s); returning the input unchanged.", " after --mask-grow" if mask_values.max() >= 0.5 else "")
             generated = np.repeat(pixels[None], settings.num_images, axis=0)
-        if settings.paste_back:
-            weight = feather(repaint, settings.mask_blur)
-            generated = np.stack([paste_back(each, pixels, weight) for each in generated])
-        return [self._with_parameters(Image.fromarray(each), settings, method.name, seed) for each, seed in zip(generated, settings.seeds())]
+        images = [self._finish(each, pixels, regions, settings, method) for each in generated]
+        return [self._with_parameters(Image.fromarray(each), settings, method, seed) for each, seed in zip(images, settings.seeds())]
 
-    def _generate(self, pixels, repaint, settings, method, callback) -> np.ndarray:
+    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> np.ndarray:
+        """Fill the hole, cut the crop window (if asked), run the engine, and put the window back."""
+        filled = fill_masked(pixels, regions.repaint, settings.fill, seed=settings.seed)
+        if settings.crop_padding is None:
+            return self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
+        window = crop_window(regions.weight > 0, settings.crop_padding, self.capabilities.native_size)
+        work_pixels, work_repaint = crop_to_window(filled, regions.repaint, window)
+        work_change = None if regions.change is None else resize_map(regions.change, window)
+        outputs = self._denoise_padded(work_pixels, work_repaint, work_change, settings, method, callback)
+        return np.stack([paste_window(pixels, each, window) for each in outputs])
+
+    def _denoise_padded(self, pixels, repaint, change, settings, method, callback) -> np.ndarray:
         """Run the engine on a copy padded to a multiple of the VAE factor, then crop back."""
         height, width = repaint.shape
         factor = self.capabilities.vae_scale_factor
-        padded_pixels = pad_to_multiple(pixels, factor, mode="edge")
-        padded_mask = pad_to_multiple(repaint, factor, mode="constant")
-        output = denoise(self.components, method, padded_pixels, padded_mask, settings, callback)
+        padded_change = None if change is None else pad_to_multiple(change, factor, mode="constant")
+        output = denoise(
+            self.components, method, pad_to_multiple(pixels, factor, mode="edge"),
+            pad_to_multiple(repaint, factor, mode="constant"), settings, callback, padded_change,
+        )
         return output[:, :height, :width]
 
-    def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: str, seed: int) -> Image.Image:
-        parameters = {**settings.as_dict(), "seed": seed, "method": method, "model": self.components.name, "inpaintkit": __version__}
+    @staticmethod
+    def _finish(generated: np.ndarray, original: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method) -> np.ndarray:
+        """Pixel-space finishing: the method's reconstruction, colour match, then paste-back."""
+        if not regions.repaint.any():
+            return generated
+        generated = method.finish(settings, generated, original, regions.repaint)
+        if settings.color_match:
+            generated = match_color(generated, original, regions.repaint)
+        return paste_back(generated, original, regions.weight) if settings.paste_back else generated
+
+    def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int) -> Image.Image:
+        parameters = {**settings.as_dict(), "seed": seed, "method": method.name, "model": self.components.name, "inpaintkit": __version__}
+        parameters.update({option: method.option(settings, option) for option in method.defaults})
         if self.capabilities.untrained:
             parameters["model_untrained"] = True
         image.info["inpaintkit"] = parameters
         return image
+
+
+def resize_map(values: np.ndarray, window: Window) -> np.ndarray:
+    """Cut a float map to the window and resize it bilinearly to the work size."""
+    cut = values[window.top : window.bottom, window.left : window.right].astype(np.float32)
+    resized = Image.fromarray(cut, mode="F").resize((window.work_width, window.work_height), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)

@@ -2,8 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 from scipy import ndimage
+
+
+@dataclass
+class MaskRegions:
+    """The masks one job derives from the user's mask."""
+
+    repaint: np.ndarray  # binary: what the model may change (drives latent blending and a 9-channel UNet)
+    weight: np.ndarray  # paste-back weight in [0, 1]: exactly 0 where the input is kept byte for byte
+    change: Optional[np.ndarray] = None  # soft methods only: per-pixel strength in [0, 1]
+
+
+def mask_regions(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: bool) -> MaskRegions:
+    """Binary methods: binarise, grow, feather the paste-back. Soft methods: keep the grey levels."""
+    if soft:
+        change = soft_change_map(mask, grow_pixels, blur_pixels)
+        return MaskRegions(repaint=(change > 0).astype(np.float32), weight=change, change=change)
+    repaint = grow(binarize(mask), grow_pixels)
+    return MaskRegions(repaint=repaint, weight=feather(repaint, blur_pixels))
+
+
+def soft_change_map(mask: np.ndarray, grow_pixels: int, blur_pixels: int) -> np.ndarray:
+    """The grayscale mask grown with a disk, plus a feather ramp of `blur_pixels` outside its white part."""
+    if grow_pixels:
+        radius = abs(grow_pixels)
+        y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+        disk = x * x + y * y <= radius * radius
+        morphology = ndimage.grey_dilation if grow_pixels > 0 else ndimage.grey_erosion
+        mask = morphology(mask, footprint=disk, mode="nearest")
+    return np.maximum(mask, feather(binarize(mask), blur_pixels)).astype(np.float32)
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:

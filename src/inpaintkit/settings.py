@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import InputError
+from .fill import FILLS
 from .schedulers import check_scheduler_name
 
 MAX_SEED = 2**32 - 1
@@ -26,6 +27,16 @@ class InpaintSettings:
     mask_grow: int = 0
     mask_blur: int = 0
     paste_back: bool = True
+    crop_padding: int | None = None  # None: inpaint the whole image; PX: only the mask's window plus PX
+    fill: str = "original"  # what the masked area starts as before it is encoded (matters for strength < 1)
+    color_match: bool = False
+    # Method options: None means the method's own default. Each belongs to one method (methods/*.py).
+    blend_start: float | None = None
+    mask_dilation_iterations: int | None = None
+    reconstruct: str | None = None
+    jump_length: int | None = None
+    jump_n_sample: int | None = None
+    known_t: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -48,6 +59,10 @@ class InpaintSettings:
             raise InputError(f"Seed must be between 0 and {MAX_SEED}, got {self.seed}.")
         if self.seed is not None and self.seed + self.num_images - 1 > MAX_SEED:
             raise InputError(f"Seed {self.seed} plus {self.num_images} images runs past the largest seed {MAX_SEED}.")
+        if self.crop_padding is not None and self.crop_padding < 0:
+            raise InputError(f"Crop padding must be 0 or more pixels, got {self.crop_padding}.")
+        if self.fill not in FILLS:
+            raise InputError(f"Unknown fill '{self.fill}'; choose one of: {', '.join(FILLS)}.")
         check_scheduler_name(self.scheduler)
 
     @classmethod

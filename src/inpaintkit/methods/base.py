@@ -1,26 +1,105 @@
-"""What a method is: a few hooks the engine's loop calls."""
+"""What a method is: a few hooks the engine's loop calls, and the options it owns.
+
+The loop (engine.denoise) runs, for each step index the method's `step_order` yields:
+    latents = before_step(i, latents)
+    prediction = unet(unet_input(i, scale_model_input(latents)), t_i)   # CFG around it
+    latents = after_step(i, scheduler.step(prediction, t_i, latents))
+then `decode(latents)`; `finish` then works on the decoded pixels. Every hook defaults to
+doing nothing, so a method overrides only what it changes.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Iterable
+
+import numpy as np
 import torch
 
 from ..errors import InputError
 from ..models import Capabilities
 
+# Every method option, with the method it belongs to (and its CLI flag, for messages).
+METHOD_OPTIONS = {
+    "blend_start": "bld",
+    "mask_dilation_iterations": "bld",
+    "reconstruct": "bld",
+    "jump_length": "repaint",
+    "jump_n_sample": "repaint",
+    "known_t": "tdpaint",
+}
+
+
+def flag(option: str) -> str:
+    return "--" + option.replace("_", "-")
+
 
 class Method:
     name: str = ""
     summary: str = ""  # one line for --help and the UI
+    paper: str = ""
     requires_inpainting_unet: bool = False
     needs_known_latents: bool = False  # the loop must encode the input image (z0) even at strength 1
+    soft_mask: bool = False  # reads the grayscale mask as per-pixel strength instead of binarising it
+    defaults: dict[str, Any] = {}  # this method's options and their defaults
 
-    def check(self, capabilities: Capabilities) -> None:
+    # -- checks, before any work -------------------------------------------------------------
+    def check(self, capabilities: Capabilities, settings) -> None:
+        """Refuse a checkpoint or settings this method cannot use, in one sentence."""
         if self.requires_inpainting_unet and not capabilities.inpainting_unet:
             raise InputError(
                 f"Method '{self.name}' needs a dedicated inpainting checkpoint (9-channel UNet) but this model's UNet "
                 f"has {capabilities.unet_in_channels} input channels; use --method blend or an inpainting model."
             )
+        for option, owner in METHOD_OPTIONS.items():
+            if owner != self.name and getattr(settings, option) is not None:
+                raise InputError(f"{flag(option)} applies only to --method {owner}, not {self.name}.")
+        self.check_options(settings)
+
+    def check_options(self, settings) -> None:
+        """Validate this method's own options (see `option`)."""
+
+    def option(self, settings, name: str):
+        """The option's value: the user's, or this method's default."""
+        value = getattr(settings, name)
+        return self.defaults[name] if value is None else value
+
+    def scheduler_name(self, requested: str, model_scheduler: str) -> str:
+        """The scheduler to build; a method that needs a particular kind may substitute or refuse."""
+        return requested
+
+    def check_scheduler(self, scheduler) -> None:
+        """Refuse a built scheduler this method cannot work with."""
+
+    def skipped_steps(self, settings) -> int:
+        """How many of the noisiest steps not to run (strength < 1 skips some)."""
+        return settings.steps - min(int(settings.steps * settings.strength), settings.steps)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def step_order(self, state) -> Iterable[int]:
+        """The step indices to run, in order; a method may revisit steps (RePaint)."""
+        return range(len(state.timesteps))
+
+    def start(self, state, latents: torch.Tensor) -> torch.Tensor:
+        """The latents the loop starts from (default: noise, or the noised input when strength < 1)."""
+        return latents
+
+    def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        """What the UNet sees of the (scaled) latents at step i."""
+        return latents
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
         """Called after scheduler step i with the new latents; returns the latents the loop continues with."""
         return latents
+
+    def decode(self, state, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to images in [-1, 1]."""
+        vae = state.components.vae
+        return vae.decode(latents / state.components.capabilities.vae_scaling_factor, return_dict=False)[0]
+
+    # -- pixels, after decoding ---------------------------------------------------------------
+    def finish(self, settings, generated: np.ndarray, original: np.ndarray, repaint: np.ndarray) -> np.ndarray:
+        """Pixel-space work on one decoded HxWx3 uint8 image, before colour match and paste-back."""
+        return generated

@@ -9,13 +9,17 @@ import torch
 from .base import Method
 
 
+def known_at_next_level(state, i: int, noise: torch.Tensor) -> torch.Tensor:
+    """z0 noised to the level the latents have after step i; z0 itself after the last."""
+    if i < len(state.timesteps) - 1:
+        return state.scheduler.add_noise(state.known_latents, noise, state.timesteps[i + 1 : i + 2])
+    return state.known_latents
+
+
 class Blend(Method):
     name = "blend"
     summary = "Per-step latent blending: works with any checkpoint, 4- or 9-channel."
     needs_known_latents = True
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        known = state.known_latents
-        if i < len(state.timesteps) - 1:
-            known = state.scheduler.add_noise(known, state.noise, state.timesteps[i + 1 : i + 2])
-        return (1 - state.mask) * known + state.mask * latents
+        return (1 - state.mask) * known_at_next_level(state, i, state.noise) + state.mask * latents

@@ -1,0 +1,80 @@
+"""repaint: RePaint resampling (Lugmayr et al., CVPR 2022; arXiv 2201.09865).
+
+Harmonises the hole with its border by going back up in noise and redoing steps: after each
+block of `jump_length` steps down, go `jump_length` steps back up, `jump_n_sample - 1` times
+(the authors' get_schedule_jump), one scheduler stride at a time:
+    z_t' = sqrt(abar_t' / abar_t) * z_t + sqrt(1 - abar_t' / abar_t) * n,   t' > t.
+Each step down blends in the known region at the target level, as blend does, with fresh noise.
+The UNet runs len(jump_schedule(...)) times: N + (r - 1) * J * len(range(0, N - J, J)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from .base import Method
+from .blend import known_at_next_level
+
+STATELESS_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")  # step() depends on t alone, so a step can be redone
+
+
+def jump_schedule(count: int, jump_length: int, jump_n_sample: int) -> list[int]:
+    """The step indices to run (0 = noisiest), revisits included."""
+    jumps = {t: jump_n_sample - 1 for t in range(0, count - jump_length, jump_length)}
+    order, t = [], count  # t counts the steps still to go, as in the authors' code
+    while t >= 1:
+        t -= 1
+        order.append(count - 1 - t)
+        if jumps.get(t, 0) > 0:
+            jumps[t] -= 1
+            t += jump_length
+    return order
+
+
+def alpha_bar_at(state, position: int) -> torch.Tensor:
+    """abar of the latents after `position` steps down (the last step lands on the scheduler's final alpha)."""
+    scheduler = state.scheduler
+    if position < len(state.timesteps):
+        return scheduler.alphas_cumprod[int(state.timesteps[position])]
+    final = getattr(scheduler, "final_alpha_cumprod", None)
+    return final if final is not None else scheduler.alphas_cumprod[0]
+
+
+class RePaint(Method):
+    name = "repaint"
+    summary = "RePaint resampling: go back up in noise and redo steps so the hole agrees with its border (about r times slower)."
+    paper = "Lugmayr et al., RePaint, CVPR 2022 (arXiv 2201.09865)"
+    needs_known_latents = True
+    defaults = {"jump_length": 10, "jump_n_sample": 10}
+
+    def check_options(self, settings) -> None:
+        jump_length, jump_n_sample = self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
+        steps_run = min(int(settings.steps * settings.strength), settings.steps)
+        if jump_length < 1 or jump_n_sample < 1:
+            raise InputError(f"--jump-length and --jump-n-sample must be at least 1, got {jump_length} and {jump_n_sample}.")
+        if jump_length > steps_run:
+            raise InputError(f"--jump-length {jump_length} is larger than the {steps_run} steps that run; lower it or raise --steps.")
+
+    def scheduler_name(self, requested: str, model_scheduler: str) -> str:
+        if requested == "default":
+            return requested if model_scheduler in STATELESS_SCHEDULERS else "ddim"
+        if requested != "ddim":
+            raise InputError(f"repaint redoes steps, which needs a DDIM/DDPM-style scheduler: use --scheduler ddim, not {requested}.")
+        return requested
+
+    def step_order(self, state) -> list[int]:
+        settings = state.settings
+        return jump_schedule(len(state.timesteps), self.option(settings, "jump_length"), self.option(settings, "jump_n_sample"))
+
+    def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        position = state.extra.get("position", 0)  # how many steps down the latents are
+        for level in range(position, i, -1):  # back up, one stride at a time
+            ratio = (alpha_bar_at(state, level - 1) / alpha_bar_at(state, level)).to(latents.device, latents.dtype)
+            latents = ratio.sqrt() * latents + (1 - ratio).sqrt() * state.fresh_noise()
+        return latents
+
+    def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        state.extra["position"] = i + 1
+        known = known_at_next_level(state, i, state.fresh_noise())
+        return (1 - state.mask) * known + state.mask * latents

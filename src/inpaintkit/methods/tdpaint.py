@@ -1,0 +1,42 @@
+"""tdpaint: a zero-shot approximation of TD-Paint (Mayet et al., arXiv 2410.09306), kept as an ablation.
+
+TD-Paint trains a UNet on per-pixel timesteps (known pixels at t = 0). Without training, this
+variant shows the UNet the known region noised only to a small constant level `known_t` while the
+hole follows the schedule; the UNet is still told the scalar step t. Seed experiments report poor
+results: compare it with bld rather than use it for production.
+"""
+
+import torch
+
+from ..errors import InputError
+from .base import Method
+
+
+class TDPaint(Method):
+    name = "tdpaint"
+    summary = "Ablation: the known region is shown to the UNet at a small constant noise level (zero-shot TD-Paint)."
+    paper = "Mayet et al., TD-Paint, arXiv 2410.09306 (zero-shot approximation, no training)"
+    needs_known_latents = True
+    defaults = {"known_t": 50}
+
+    def check_options(self, settings) -> None:
+        known_t = self.option(settings, "known_t")
+        if not 0 <= known_t < 1000:
+            raise InputError(f"--known-t must be a training timestep in [0, 1000), got {known_t}.")
+
+    def check_scheduler(self, scheduler) -> None:
+        if scheduler.init_noise_sigma > 1:
+            raise InputError(
+                f"tdpaint mixes noise levels in the UNet input, which needs a variance-preserving scheduler "
+                f"(ddim, pndm, dpm++2m, unipc), not {type(scheduler).__name__}."
+            )
+
+    def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        alpha_bar = state.scheduler.alphas_cumprod[self.option(state.settings, "known_t")].to(latents.device, latents.dtype)
+        known = alpha_bar.sqrt() * state.known_latents + (1 - alpha_bar).sqrt() * state.noise
+        return state.mask * latents + (1 - state.mask) * known
+
+    def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        if i < len(state.timesteps) - 1:
+            return latents
+        return state.mask * latents + (1 - state.mask) * state.known_latents  # the clean background to decode
