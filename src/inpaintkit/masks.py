@@ -28,14 +28,19 @@ def mask_regions(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: boo
 
 
 def soft_change_map(mask: np.ndarray, grow_pixels: int, blur_pixels: int) -> np.ndarray:
-    """The grayscale mask grown with a disk, plus a feather ramp of `blur_pixels` outside its white part."""
+    """The grayscale mask grown with a disk; outside it, each edge value ramps smoothly to 0 over `blur_pixels`."""
     if grow_pixels:
         radius = abs(grow_pixels)
         y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
         disk = x * x + y * y <= radius * radius
         morphology = ndimage.grey_dilation if grow_pixels > 0 else ndimage.grey_erosion
         mask = morphology(mask, footprint=disk, mode="nearest")
-    return np.maximum(mask, feather(binarize(mask), blur_pixels)).astype(np.float32)
+    outside = mask <= 0
+    if blur_pixels <= 0 or outside.all():
+        return mask.astype(np.float32)
+    distance, (rows, columns) = ndimage.distance_transform_edt(outside, return_indices=True)
+    edge_value = mask[rows, columns]  # the value of the nearest pixel that may change
+    return np.where(outside, edge_value * smooth_ramp(distance, blur_pixels), mask).astype(np.float32)
 
 
 def binarize(mask: np.ndarray) -> np.ndarray:
@@ -67,8 +72,13 @@ def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
     """
     if pixels <= 0:
         return mask.copy()
-    ramp = np.clip(1.0 - distance_to_mask(mask) / (pixels + 1), 0.0, 1.0)
-    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)  # smoothstep: no visible kink at either end
+    return smooth_ramp(distance_to_mask(mask), pixels)
+
+
+def smooth_ramp(distance: np.ndarray, pixels: int) -> np.ndarray:
+    """1 at distance 0 falling to exactly 0 at pixels + 1, along a smoothstep (no visible kink at either end)."""
+    ramp = np.clip(1.0 - distance / (pixels + 1), 0.0, 1.0)
+    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
 
 
 def pad_to_multiple(array: np.ndarray, multiple: int, mode: str) -> np.ndarray:

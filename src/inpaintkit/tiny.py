@@ -135,8 +135,17 @@ def make_tiny_model(
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(folder, safe_serialization=True)
+    _match_sd15_scheduler_config(folder)
     _label_untrained(folder)
     return folder
+
+
+def _match_sd15_scheduler_config(folder: Path) -> None:
+    """SD 1.x ships its PNDM config with clip_sample false; schedulers built from it (DDIM) read that."""
+    config_path = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["clip_sample"] = False
+    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 
 def _label_untrained(folder: Path) -> None:
