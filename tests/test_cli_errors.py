@@ -199,3 +199,40 @@ def test_installed_entry_point_reports_without_traceback(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert_one_line_error(result.returncode, result.stderr, "does not exist")
+
+
+@pytest.mark.parametrize(
+    "extra, phrase",
+    [
+        (["--method", "bld", "--mask-dilation-iterations", "-1"], "--mask-dilation-iterations must be 0 or more, got -1"),
+        (["--method", "bld", "--mask-dilation-iterations", "5", "--steps", "4"], "needs at least 6 steps to run"),
+        (["--method", "bld", "--blend-start", "1.0"], "--blend-start must be in [0, 1), got 1.0"),
+        (["--method", "bld", "--strength", "0.5"], "--strength does not apply"),
+        (["--method", "bld", "--reconstruct", "magic"], "argument --reconstruct: invalid choice: 'magic'"),
+        (["--method", "repaint", "--jump-length", "20", "--steps", "10"], "--jump-length 20 is larger than the 10 steps that run"),
+        (["--method", "repaint", "--jump-n-sample", "0"], "--jump-length and --jump-n-sample must be at least 1"),
+        (["--method", "repaint", "--jump-length", "1", "--scheduler", "euler"], "use --scheduler ddim, not euler"),
+        (["--method", "tdpaint", "--known-t", "1000"], "--known-t must be a training timestep in [0, 1000), got 1000"),
+        (["--method", "tdpaint", "--scheduler", "euler-a"], "needs a variance-preserving scheduler"),
+        (["--method", "blend", "--jump-length", "3"], "--jump-length applies only to --method repaint, not blend"),
+        (["--reconstruct", "pixel"], "--reconstruct applies only to --method bld, not native"),
+        (["--crop-padding", "-3"], "Crop padding must be 0 or more pixels, got -3"),
+        (["--fill", "sand"], "argument --fill: invalid choice: 'sand'"),
+    ],
+)
+def test_bad_method_options(extra, phrase, photo, tmp_path, tiny9, capsys):
+    image, mask = photo
+    code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", tiny9, *extra), capsys)
+    assert_one_line_error(code, err, phrase)
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    "sides, phrase",
+    [([], "Nothing to outpaint"), (["--left", "-4"], "Outpainting sizes must be 0 or more pixels, got --left -4")],
+)
+def test_bad_outpaint_sizes(sides, phrase, photo, tmp_path, tiny9, capsys):
+    image, _ = photo
+    args = ["outpaint", "--image", image, "--output", tmp_path / "out.png", "--model", tiny9, "--steps", "2", *sides]
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, phrase)

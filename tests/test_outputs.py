@@ -128,3 +128,23 @@ def test_unknown_api_setting_is_named(inpainter9):
 
     with pytest.raises(InputError, match="Unknown setting\\(s\\) guidence"):
         inpainter9(gradient_image(16, 16), box_mask(16, 16, (4, 4, 12, 12)), "x", guidence=3)
+
+
+def test_outpaint_from_the_cli(files, tiny9, capsys):
+    args = ["outpaint", "--image", files / "in.png", "--model", tiny9, "--steps", "2", "--expand", "8", "--right", "16",
+            "--prompt", "more sky", "--seed", "4", "--output", files / "wide.png"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    wide = np.asarray(Image.open(files / "wide.png"))
+    original = np.asarray(Image.open(files / "in.png"))
+    assert wide.shape == (32 + 16, 40 + 16 + 16, 3)
+    assert np.array_equal(wide[8:40, 8:48], original)
+
+
+@pytest.mark.parametrize("method", ["bld", "soft", "repaint", "tdpaint"])
+def test_every_method_runs_from_the_cli(method, files, tiny4, capsys):
+    extra = {"bld": ["--reconstruct", "pixel"], "repaint": ["--jump-length", "1", "--jump-n-sample", "2"], "soft": [], "tdpaint": []}[method]
+    code, _, err = run_cli(run_args(files, tiny4, files / f"{method}.png", "--method", method, "--mask-blur", "3", *extra), capsys)
+    assert code == 0, err
+    parameters = read_png_parameters(files / f"{method}.png")
+    assert parameters["method"] == method

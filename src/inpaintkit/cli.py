@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from . import __version__
 from .errors import Cancelled, InputError
 from .fill import FILLS
-from .methods import METHOD_NAMES, METHODS, resolve_method
+from .methods import METHOD_NAMES, METHODS
 from .methods.bld import RECONSTRUCTIONS
 from .models import DEFAULT_MODEL
 from .schedulers import SCHEDULER_NAMES
@@ -165,7 +165,7 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
 
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
     inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
-    resolve_method(settings.method, inpainter.capabilities, settings)  # a method the checkpoint cannot run fails before any work
+    inpainter.check(settings)  # a method the checkpoint or scheduler cannot run fails before any work
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
     if not arguments.quiet:

@@ -75,9 +75,7 @@ def denoise(
 
     with torch.inference_mode():
         # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
-        scheduler_name = method.scheduler_name(settings.scheduler, components.scheduler_config["_class_name"])
-        scheduler = make_scheduler(scheduler_name, components.scheduler_config)
-        method.check_scheduler(scheduler)
+        scheduler = build_scheduler(method, settings, components.scheduler_config)
         timesteps = schedule(scheduler, settings.steps, method.skipped_steps(settings), device)
 
         # 2. Text embeddings, the unconditional half first (one batched UNet call per step).
@@ -119,6 +117,13 @@ def denoise(
         decoded = method.decode(state, latents)
     decoded = (decoded * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
     return (decoded * 255).round().astype(np.uint8)
+
+
+def build_scheduler(method, settings: InpaintSettings, model_config: dict):
+    """A fresh scheduler of the requested kind, as the method accepts or substitutes it."""
+    scheduler = make_scheduler(method.scheduler_name(settings.scheduler, model_config["_class_name"]), model_config)
+    method.check_scheduler(scheduler)
+    return scheduler
 
 
 def encode_prompt(components: Components, settings: InpaintSettings, guided: bool) -> torch.Tensor:

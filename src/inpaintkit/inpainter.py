@@ -12,7 +12,7 @@ from PIL import Image
 from . import __version__
 from .color import match_color
 from .crop import Window, crop_to_window, crop_window, paste_window
-from .engine import StepCallback, denoise
+from .engine import StepCallback, build_scheduler, denoise
 from .fill import fill_masked
 from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
@@ -94,7 +94,7 @@ class Inpainter:
     ) -> list[Image.Image]:
         """Like calling the inpainter, with the settings already built."""
         settings = settings.with_seed()
-        method = resolve_method(settings.method, self.capabilities, settings)
+        method = self.check(settings)
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
         if regions.repaint.any():
@@ -104,6 +104,12 @@ class Inpainter:
             generated = np.repeat(pixels[None], settings.num_images, axis=0)
         images = [self._finish(each, pixels, regions, settings, method) for each in generated]
         return [self._with_parameters(Image.fromarray(each), settings, method, seed) for each, seed in zip(images, settings.seeds())]
+
+    def check(self, settings: InpaintSettings) -> Method:
+        """The method these settings ask for, checked against this model and its scheduler (cheap, no inference)."""
+        method = resolve_method(settings.method, self.capabilities, settings)
+        build_scheduler(method, settings, self.components.scheduler_config)
+        return method
 
     def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> np.ndarray:
         """Fill the hole, cut the crop window (if asked), run the engine, and put the window back."""
