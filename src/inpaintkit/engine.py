@@ -82,8 +82,8 @@ def denoise(
         embeddings = encode_prompt(components, settings, guided)
 
         # 3. Image, mask and masked image as tensors, in pixel space.
-        image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
-        pixel_mask = torch.from_numpy(mask)[None, None].float()
+        image = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
+        pixel_mask = torch.tensor(mask)[None, None].float()
         masked_image = image * (pixel_mask < 0.5)
 
         # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
@@ -188,7 +188,7 @@ def prepare_latents(components, method, settings, scheduler, timesteps, generato
     condition = torch.cat([latent_mask, torch.cat(masked_latents)], dim=1) if masked_latents else None
     change = None
     if change_map is not None:  # a per-pixel strength averages over each latent cell
-        change = F.interpolate(torch.from_numpy(change_map)[None, None].float(), size=(height, width), mode="area")
+        change = F.interpolate(torch.tensor(change_map)[None, None].float(), size=(height, width), mode="area")
         change = change.to(device, dtype).repeat(len(generators), 1, 1, 1)
     state = LoopState(
         components=components, settings=settings, scheduler=scheduler, timesteps=timesteps, generators=generators,

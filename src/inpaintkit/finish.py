@@ -10,10 +10,16 @@ def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) 
 
     Where the weight is exactly 0 the result is the original, byte for byte.
     """
-    alpha = weight[:, :, None].astype(np.float32)
-    blended = alpha * generated.astype(np.float32) + (1.0 - alpha) * original.astype(np.float32)
+    result = original.copy()
+    rows, columns = np.nonzero(weight.any(axis=1))[0], np.nonzero(weight.any(axis=0))[0]
+    if rows.size == 0:
+        return result
+    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))  # a small mask on a big photo: blend only here
+    alpha = weight[box][:, :, None].astype(np.float32)
+    blended = alpha * generated[box].astype(np.float32) + (1.0 - alpha) * original[box].astype(np.float32)
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    return np.where(alpha > 0, blended, original)
+    result[box] = np.where(alpha > 0, blended, original[box])
+    return result
 
 
 def poisson_blend(generated: np.ndarray, original: np.ndarray, mask: np.ndarray) -> np.ndarray:

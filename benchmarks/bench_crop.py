@@ -1,0 +1,82 @@
+"""Crop-to-mask: a 4096x3072 photo with a 256x256 mask vs the same job on a 512x512 image.
+
+    python benchmarks/bench_crop.py --arch sd15 --steps 5 --device cpu
+
+Runs both jobs alternately in one process and prints median seconds per image and their ratio.
+With --crop-padding the large photo must cost about what the 512x512 job costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sd15_model import write_sd15_architecture  # noqa: E402
+
+from inpaintkit import Inpainter, __version__  # noqa: E402
+from inpaintkit.tiny import make_tiny_model  # noqa: E402
+
+
+def picture(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], axis=2).astype(np.uint8)
+
+
+def centred_mask(width: int, height: int, side: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    top, left = (height - side) // 2, (width - side) // 2
+    mask[top : top + side, left : left + side] = 255
+    return mask
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("tiny", "sd15"), default="sd15")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
+    arguments = parser.parse_args()
+
+    folder = arguments.model_dir / arguments.arch
+    if arguments.arch == "sd15":
+        write_sd15_architecture(folder)
+    elif not (folder / "model_index.json").is_file():
+        make_tiny_model(folder)
+    inpainter = Inpainter.from_pretrained(folder, device=arguments.device)
+    native = inpainter.capabilities.native_size
+
+    jobs = {
+        f"{native}x{native}, {native // 2}x{native // 2} mask, whole image": (picture(native, native), centred_mask(native, native, native // 2), {}),
+        "4096x3072, 256x256 mask, --crop-padding 32": (picture(4096, 3072), centred_mask(4096, 3072, 256), {"crop_padding": 32}),
+    }
+    times = {name: [] for name in jobs}
+    for _ in range(arguments.repeats):
+        for name, (pixels, mask, options) in jobs.items():  # alternate, so drift hits both alike
+            start = time.perf_counter()
+            inpainter(pixels, mask, "a red bicycle", steps=arguments.steps, seed=0, **options)
+            times[name].append(time.perf_counter() - start)
+
+    print(f"# crop-to-mask, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {arguments.device}")
+    print(f"# arch {arguments.arch} (random weights), {arguments.steps} steps, guidance 7.5, median of {arguments.repeats}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    baseline = next(iter(medians.values()))
+    print("| job | median s/image | ratio to the first |")
+    print("|---|---|---|")
+    for name, median in medians.items():
+        print(f"| {name} | {median:.2f} | {median / baseline:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""A random-weight model with Stable Diffusion 1.5's real architecture, written as a diffusers folder.
+
+Timing does not depend on the weights, so this costs what the real checkpoint costs without a
+download. UNTRAINED: for benchmarks only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
+    """SD 1.5's UNet (860M parameters), VAE and CLIP ViT-L/14 text encoder, random weights, PNDM scheduler."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from inpaintkit.tiny import _label_untrained, write_byte_level_clip_tokenizer
+
+    if (folder / "model_index.json").is_file():
+        return folder
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, in_channels=unet_in_channels, cross_attention_dim=768)  # defaults = SD 1.x
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=512,
+        scaling_factor=0.18215,
+    )
+    vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
+    ))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    StableDiffusionInpaintPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"), unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(folder, safe_serialization=True)
+    _label_untrained(folder)
+    return folder
