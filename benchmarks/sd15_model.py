@@ -12,11 +12,11 @@ import torch
 
 
 def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
-    """SD 1.5's UNet (860M parameters), VAE and CLIP ViT-L/14 text encoder, random weights, PNDM scheduler."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """SD 1.5's UNet (860M parameters), VAE and CLIP ViT-L/14 text encoder, random weights, SD 1.x's scheduler."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from inpaintkit.tiny import _label_untrained, write_byte_level_clip_tokenizer
+    from inpaintkit.tiny import save_untrained_model, write_byte_level_clip_tokenizer
 
     if (folder / "model_index.json").is_file():
         return folder
@@ -36,10 +36,4 @@ def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
         vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
         max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
     ))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-    StableDiffusionInpaintPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(folder, safe_serialization=True)
-    _label_untrained(folder)
-    return folder
+    return save_untrained_model(folder, unet, vae, text_encoder)

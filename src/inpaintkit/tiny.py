@@ -62,8 +62,8 @@ def make_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tiny SD-1.x-shaped model (VAE downsampling 8x, native size 64 px) to `folder`."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     if unet_in_channels not in (4, 9):
         raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
@@ -113,6 +113,17 @@ def make_tiny_model(
         )
     finally:
         torch.random.set_rng_state(generator_state)
+    return save_untrained_model(folder, unet, vae, text_encoder, prediction_type)
+
+
+def save_untrained_model(folder: Path, unet, vae, text_encoder, prediction_type: str = "epsilon") -> Path:
+    """Save random-weight components as a diffusers folder with SD 1.x's scheduler, labelled untrained.
+
+    The tokenizer must already be in folder/tokenizer (write_byte_level_clip_tokenizer).
+    """
+    from diffusers import PNDMScheduler, StableDiffusionInpaintPipeline
+    from transformers import CLIPTokenizer
+
     # The scheduler config of Stable Diffusion 1.x (PNDM, scaled-linear betas).
     scheduler = PNDMScheduler(
         beta_start=0.00085,
@@ -127,7 +138,7 @@ def make_tiny_model(
     pipeline = StableDiffusionInpaintPipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         unet=unet,
         scheduler=scheduler,
         safety_checker=None,
