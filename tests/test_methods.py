@@ -270,3 +270,17 @@ def test_outpaint_extends_the_canvas_and_keeps_the_image(inpainter9):
 def test_metadata_records_the_method_defaults_used(inpainter4):
     info = inpainter4(PIXELS, MASK, "x", method="repaint", steps=4, jump_length=2, seed=1)[0].info["inpaintkit"]
     assert (info["method"], info["jump_length"], info["jump_n_sample"]) == ("repaint", 2, 10)
+
+
+@pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9"])
+@pytest.mark.parametrize(
+    "method, options",
+    [("blend", {}), ("bld", {"reconstruct": "poisson"}), ("soft", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2}), ("tdpaint", {})],
+)
+def test_every_method_runs_on_both_unets_and_keeps_the_background(request, fixture, method, options):
+    from .helpers import distance_to_nearest
+
+    output = inpaint(request.getfixturevalue(fixture), method=method, mask_blur=3, steps=6, **options)
+    far = distance_to_nearest(MASK > 0) >= 4  # beyond the mask and its 3-pixel blur band
+    assert np.array_equal(output[far], PIXELS[far])
+    assert not np.array_equal(output[MASK > 0], PIXELS[MASK > 0])
