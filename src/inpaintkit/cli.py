@@ -67,7 +67,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     add_model_arguments(parser)
     generation = parser.add_argument_group("generation")
-    methods_help = "; ".join(f"{name}: {method.summary}" for name, method in METHODS.items())
+    methods_help = "; ".join(f"{name}: {method.summary.rstrip('.')}" for name, method in METHODS.items())
     generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
     generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
     generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
