@@ -45,9 +45,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
     arguments = parser.parse_args()
 
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
     folder = arguments.model_dir / arguments.arch
     if arguments.arch == "sd15":
         write_sd15_architecture(folder)
@@ -72,10 +75,11 @@ def main() -> None:
     print(f"# arch {arguments.arch} (random weights), {arguments.steps} steps, guidance 7.5, median of {arguments.repeats}")
     medians = {name: statistics.median(values) for name, values in times.items()}
     baseline = next(iter(medians.values()))
-    print("| job | median s/image | ratio to the first |")
-    print("|---|---|---|")
+    print("| job | median s/image | ratio to the first | every run (s) |")
+    print("|---|---|---|---|")
     for name, median in medians.items():
-        print(f"| {name} | {median:.2f} | {median / baseline:.2f} |")
+        runs = ", ".join(f"{value:.2f}" for value in times[name])
+        print(f"| {name} | {median:.2f} | {median / baseline:.2f} | {runs} |")
 
 
 if __name__ == "__main__":
