@@ -37,8 +37,8 @@ def alpha_bar_at(state, position: int) -> torch.Tensor:
     scheduler = state.scheduler
     if position < len(state.timesteps):
         return scheduler.alphas_cumprod[int(state.timesteps[position])]
-    final = getattr(scheduler, "final_alpha_cumprod", None)
-    return final if final is not None else scheduler.alphas_cumprod[0]
+    final = getattr(scheduler, "final_alpha_cumprod", None)  # DDIM's; DDPM's last step lands on abar = 1
+    return final if final is not None else torch.tensor(1.0)
 
 
 class RePaint(Method):
