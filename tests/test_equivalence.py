@@ -121,3 +121,14 @@ def test_guidance_one_runs_without_the_unconditional_pass(tiny9):
     ours = Inpainter.from_pretrained(tiny9, device="cpu")(image, mask, PROMPT, negative_prompt=NEGATIVE, guidance=1.0, steps=5, seed=9, paste_back=False)
     reference = diffusers_reference(tiny9, image, mask, "default", 9, 5, 1.0, guidance=1.0)
     assert_close_to_reference(np.asarray(ours[0]), reference)
+
+
+@pytest.mark.parametrize("guidance, batch", [(1.0, 1), (7.5, 2)])
+def test_guidance_above_one_batches_the_unconditional_pass(inpainter9, guidance, batch):
+    sizes = []
+    handle = inpainter9.components.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    try:
+        inpainter9(gradient_image(WIDTH, HEIGHT), box_mask(WIDTH, HEIGHT, (8, 8, 40, 40)), PROMPT, guidance=guidance, steps=3, seed=1)
+    finally:
+        handle.remove()
+    assert set(sizes) == {batch}

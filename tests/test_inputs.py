@@ -145,3 +145,37 @@ def test_mask_arrays_of_any_dtype(mask):
     from inpaintkit.masks import binarize
 
     assert np.array_equal(binarize(values), np.pad(np.ones((4, 4), np.float32), 2))
+
+
+def test_rgba_mask_marks_only_its_opaque_strokes(inpainter9):
+    """A mask painted on a transparent layer: the colour hidden under transparent pixels must not count."""
+    stroke = box_mask(40, 24, (10, 5, 30, 20))
+    white_everywhere = np.full((24, 40, 3), 255, np.uint8)
+    mask_layer = Image.fromarray(np.dstack([white_everywhere, stroke]), mode="RGBA")
+    output = run_tiny(inpainter9, rgb(), mask_layer)
+    assert_background_kept(output, rgb(), stroke)
+
+
+@pytest.mark.parametrize(
+    "options, phrase",
+    [
+        ({"steps": 2.5}, "Setting steps must be a whole number, got 2.5"),
+        ({"steps": "3"}, "Setting steps must be a whole number, got '3'"),
+        ({"guidance": "7"}, "Setting guidance must be a number"),
+        ({"paste_back": "no"}, "Setting paste_back must be true or false"),
+        ({"guidance": float("nan")}, "must be a finite number"),
+        ({"seed": 1.5}, "Setting seed must be a whole number"),
+        ({"steps": 5000}, "at most the model's 1000 training timesteps"),
+    ],
+)
+def test_api_rejects_wrong_types_with_one_sentence(inpainter9, options, phrase):
+    from inpaintkit import InputError
+
+    with pytest.raises(InputError) as caught:
+        inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", **options)
+    assert phrase in str(caught.value)
+
+
+def test_api_accepts_numpy_scalars(inpainter9):
+    output = inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", steps=np.int64(2), guidance=np.float32(3.0), seed=np.uint32(4))
+    assert output[0].info["inpaintkit"]["steps"] == 2 and output[0].info["inpaintkit"]["seed"] == 4

@@ -133,6 +133,34 @@ def test_single_file_config_folder_without_tokenizer(tmp_path, tiny9, capsys):
     checkpoint = write_ldm_checkpoint(tiny9, tmp_path / "tiny.safetensors")
     configs = tmp_path / "configs"
     shutil.copytree(tiny9, configs)
-    shutil.rmtree(configs / "tokenizer")
+    for file in (configs / "tokenizer").iterdir():
+        file.unlink()
     code, _, err = run_cli(["info", "--model", checkpoint, "--config", configs], capsys)
     assert_one_line_error(code, err, "has no CLIP tokenizer files")
+
+
+def test_model_folder_with_an_empty_tokenizer_folder(tmp_path, tiny9, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny9, broken)
+    for file in (broken / "tokenizer").iterdir():
+        file.unlink()
+    code, _, err = run_cli(["info", "--model", broken], capsys)
+    assert_one_line_error(code, err, "has no CLIP tokenizer files")
+
+
+def test_a_file_as_config_is_refused(tmp_path, tiny9, capsys):
+    checkpoint = write_ldm_checkpoint(tiny9, tmp_path / "tiny.safetensors")
+    not_a_folder = tmp_path / "config.png"
+    not_a_folder.write_bytes(b"x")
+    code, _, err = run_cli(["info", "--model", checkpoint, "--config", not_a_folder], capsys)
+    assert_one_line_error(code, err, "is a file; give a diffusers folder")
+
+
+def test_auto_dtype_is_fp16_on_cuda_and_fp32_on_cpu():
+    import torch
+
+    from inpaintkit.models import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16

@@ -20,7 +20,7 @@ from inpaintkit import Inpainter
 from inpaintkit.io import read_png_parameters
 
 from .conftest import box_mask, gradient_image
-from .helpers import run_cli
+from .helpers import assert_one_line_error, run_cli
 
 
 @pytest.fixture()
@@ -42,17 +42,53 @@ def test_overwrite_replaces_an_existing_file(files, tiny9, capsys):
     assert read_png_parameters(output)["seed"] == 3
 
 
-def test_a_failed_write_leaves_no_partial_file(files, tiny9, capsys, monkeypatch):
-    """Writes go to a temporary file renamed into place: a crash mid-write leaves nothing behind."""
+def test_a_failed_overwrite_keeps_the_old_file(files, tiny9, capsys, monkeypatch):
+    """Writes go to a temporary file renamed into place: a failure mid-write leaves the old file as it was."""
+    output = files / "out.png"
+    output.write_bytes(b"earlier result")
 
     def broken_save(self, fp, *args, **kwargs):
         fp.write(b"\x89PNG half an image")
-        raise OSError("disk full")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        run_cli(run_args(files, tiny9, files / "out.png"), capsys)
-    assert sorted(path.name for path in files.iterdir()) == ["in.png", "mask.png"]
+    code, _, err = run_cli(run_args(files, tiny9, output, "--overwrite"), capsys)
+    # the failure comes after the run, so the run's own lines precede it: one error line, last, no traceback
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert code == 2 and "Traceback" not in err
+    assert len(errors) == 1 and errors[0] == err.splitlines()[-1] and "Could not write" in errors[0]
+    assert output.read_bytes() == b"earlier result"
+    assert sorted(path.name for path in files.iterdir()) == ["in.png", "mask.png", "out.png"]  # no temporary left
+
+
+def test_an_unwritable_output_folder_fails_before_any_work(files, tiny9, capsys, monkeypatch):
+    from inpaintkit import engine
+
+    monkeypatch.setattr(engine, "denoise", lambda *args, **kwargs: pytest.fail("the model ran"))
+    code, _, err = run_cli(run_args(files, tiny9, "/proc/out.png"), capsys)  # /proc refuses new files, even for root
+    assert_one_line_error(code, err, "Cannot write to /proc")
+
+
+def test_outputs_get_the_usual_file_mode(files, tiny9, capsys):
+    umask = os.umask(0o022)
+    try:
+        code, _, err = run_cli(run_args(files, tiny9, files / "out.png"), capsys)
+    finally:
+        os.umask(umask)
+    assert code == 0, err
+    assert (files / "out.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_empty_output_path(files, tiny9, capsys):
+    code, _, err = run_cli(run_args(files, tiny9, ""), capsys)
+    assert_one_line_error(code, err, "The output path is empty")
+
+
+def test_two_runs_without_a_seed_get_different_seeds(files, tiny9, capsys):
+    for name in ("a.png", "b.png"):
+        code, _, err = run_cli(run_args(files, tiny9, files / name), capsys)
+        assert code == 0, err
+    assert read_png_parameters(files / "a.png")["seed"] != read_png_parameters(files / "b.png")["seed"]  # 1 in 2^32 to collide
 
 
 def test_several_images_into_a_new_folder(files, tiny9, capsys):

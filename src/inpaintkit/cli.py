@@ -11,8 +11,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from . import __version__
 from .errors import Cancelled, InputError
+from .io import check_writable
 from .fill import FILLS
 from .methods import METHOD_NAMES, METHODS
 from .methods.bld import RECONSTRUCTIONS
@@ -105,8 +108,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     arguments = build_parser().parse_args(argv)
-    configure_logging(quiet=getattr(arguments, "quiet", False))
     try:
+        configure_logging(quiet=getattr(arguments, "quiet", False))
         return COMMANDS[arguments.command](arguments)
     except InputError as error:
         print(f"inpaintkit: error: {error}", file=sys.stderr)
@@ -114,6 +117,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("inpaintkit: interrupted; images already written are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (MemoryError, torch.OutOfMemoryError):
+        print("inpaintkit: error: out of memory; lower --num-images, use --crop-padding, a smaller image or --dtype fp16.", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def configure_logging(quiet: bool) -> None:
@@ -184,9 +190,14 @@ def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
     """Where each image goes: the file itself for one image, NAME-k.png for several, NAME-SEED.png in a folder."""
+    if not output_argument.strip():
+        raise InputError("The output path is empty; give a .png file or a folder.")
     output = Path(output_argument)
     if output_argument.endswith(("/", "\\")) and not output.exists():
-        output.mkdir(parents=True)
+        try:
+            output.mkdir(parents=True)
+        except OSError as error:
+            raise InputError(f"Cannot create the output folder {output} ({error.strerror or error}).") from None
     if output.is_dir():
         folder = output
         targets = [folder / f"{image.stem}-{seed}.png" for seed in seeds]
@@ -197,6 +208,7 @@ def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite:
         targets = [output] if len(seeds) == 1 else [output.with_name(f"{output.stem}-{k + 1}.png") for k in range(len(seeds))]
     if not folder.is_dir():
         raise InputError(f"Output folder {folder} does not exist.")
+    check_writable(folder)
     existing = [str(target) for target in targets if target.exists()]
     if existing and not overwrite:
         raise InputError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace.")

@@ -7,3 +7,9 @@ class InputError(ValueError):
 
 class Cancelled(RuntimeError):
     """The job was stopped between two denoising steps (the progress callback returned False)."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line, without a trailing full stop, for one-sentence errors."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].rstrip(".")

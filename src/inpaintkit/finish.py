@@ -8,7 +8,7 @@ import numpy as np
 def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Alpha-blend generated over original pixels (HxWx3 uint8) with an HxW weight in [0, 1].
 
-    Where the weight is exactly 0 the result is the original, byte for byte.
+    Where the weight is exactly 0 the result is the original, byte for byte (it is never written there).
     """
     result = original.copy()
     rows, columns = np.nonzero(weight.any(axis=1))[0], np.nonzero(weight.any(axis=0))[0]
@@ -18,7 +18,7 @@ def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) 
     alpha = weight[box][:, :, None].astype(np.float32)
     blended = alpha * generated[box].astype(np.float32) + (1.0 - alpha) * original[box].astype(np.float32)
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    result[box] = np.where(alpha > 0, blended, original[box])
+    result[box] = np.where(alpha > 0, blended, original[box])  # inside the box, weight-0 pixels stay untouched too
     return result
 
 

@@ -12,6 +12,7 @@ from PIL import Image
 from . import __version__
 from .color import match_color
 from .crop import Window, crop_to_window, crop_window, paste_window
+from .errors import InputError
 from .engine import StepCallback, build_scheduler, denoise
 from .fill import fill_masked
 from .finish import paste_back
@@ -108,6 +109,9 @@ class Inpainter:
     def check(self, settings: InpaintSettings) -> Method:
         """The method these settings ask for, checked against this model and its scheduler (cheap, no inference)."""
         method = resolve_method(settings.method, self.capabilities, settings)
+        training_steps = self.components.scheduler_config.get("num_train_timesteps", 1000)
+        if settings.steps > training_steps:
+            raise InputError(f"Steps must be at most the model's {training_steps} training timesteps, got {settings.steps}.")
         build_scheduler(method, settings, self.components.scheduler_config)
         return method
 
@@ -144,7 +148,10 @@ class Inpainter:
         return paste_back(generated, original, regions.weight) if settings.paste_back else generated
 
     def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int) -> Image.Image:
-        parameters = {**settings.as_dict(), "seed": seed, "method": method.name, "model": self.components.name, "inpaintkit": __version__}
+        parameters = {
+            **settings.as_dict(), "seed": seed, "method": method.name, "model": self.components.name, "inpaintkit": __version__,
+            "device": self.components.device.type, "dtype": str(self.components.dtype).removeprefix("torch."),
+        }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
         if self.capabilities.untrained:
             parameters["model_untrained"] = True

@@ -12,7 +12,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -48,12 +48,7 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
         except UnidentifiedImageError:
             raise InputError(f"The {what} file {path} is not an image format Pillow can read.") from None
         except (OSError, SyntaxError, ValueError) as error:
-            raise InputError(f"The {what} file {path} could not be decoded ({_first_line(error)}); is it truncated?") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0].rstrip(".")
+            raise InputError(f"The {what} file {path} could not be decoded ({first_line(error)}); it may be truncated or corrupt.") from None
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -77,13 +72,19 @@ def _from_array(array: np.ndarray, what: str) -> Image.Image:
     return Image.fromarray(array.astype(np.uint8))
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """HxWx3 uint8 RGB pixels from any Pillow mode (RGBA, P, L, LA, 16-bit, CMYK, ...)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if image.mode in HIGH_DEPTH_MODES:
         return np.repeat(_high_depth_gray_to_uint8(image)[:, :, None], 3, axis=2)
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    return np.asarray(_without_palette(image).convert("RGB"), dtype=np.uint8).copy()
+
+
+def _without_palette(image: Image.Image) -> Image.Image:
+    """Palette images become RGBA, keeping a transparent palette entry as alpha."""
+    return image.convert("RGBA") if image.mode == "P" else image
 
 
 def _high_depth_gray_to_uint8(image: Image.Image) -> np.ndarray:
@@ -99,20 +100,22 @@ def _high_depth_gray_to_uint8(image: Image.Image) -> np.ndarray:
 
 def alpha_channel(image: Image.Image) -> np.ndarray | None:
     """The image's alpha as HxW uint8, or None when it has no transparency."""
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
+    image = _without_palette(image)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         return np.asarray(image.getchannel("A"), dtype=np.uint8).copy()
     return None
 
 
 def mask_to_array(image: Image.Image) -> np.ndarray:
-    """A mask image as HxW float32 in [0, 1] (white = 1 = repaint), from its luminance."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    """A mask image as HxW float32 in [0, 1] (white = 1 = repaint): its luminance, times its alpha if it has one.
+
+    A mask painted on a transparent layer marks only its opaque strokes, whatever colour hides under the rest.
+    """
+    if image.mode in HIGH_DEPTH_MODES:
         return _high_depth_gray_to_uint8(image).astype(np.float32) / 255.0
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    luminance = np.asarray(_without_palette(image).convert("L"), dtype=np.float32) / 255.0
+    alpha = alpha_channel(image)
+    return luminance if alpha is None else luminance * (alpha.astype(np.float32) / 255.0)
 
 
 def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,12 +161,34 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: dict, over
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass --overwrite to replace it.")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise InputError(f"Cannot write to {path.parent} ({error.strerror or error}).") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             image.save(handle, format="PNG", pnginfo=png_metadata(parameters))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise InputError(f"Could not write {path} ({first_line(error)}); nothing was left half-written.") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after the work, if files cannot be created in `folder` (root ignores permission bits)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise InputError(f"Cannot write to {folder} ({error.strerror or error}).") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .tiny import is_untrained
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -68,6 +68,9 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"Unknown device '{device}'; use auto, cpu or cuda.")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise InputError(f"Device '{device}' does not exist; this machine has CUDA devices 0..{torch.cuda.device_count() - 1}.")
     return torch.device(device)
 
 
@@ -136,7 +139,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
     kwargs = dict(dtype=dtype, **extras)
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
-        _check_config_folder(config_folder)
+        _check_diffusers_folder(config_folder)
         kwargs.update(config=str(config_folder), local_files_only=True)
         # diffusers builds the UNet from the config folder; the checkpoint says whether it is a 9-channel one.
         in_channels = _checkpoint_unet_in_channels(path)
@@ -146,17 +149,18 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
                 str(path), UNet2DConditionModel.from_single_file, str(path), config=str(config_folder),
                 subfolder="unet", in_channels=in_channels, local_files_only=True, dtype=dtype,
             )
+    elif config is not None and Path(config).exists():
+        raise InputError(f"--config {config} is a file; give a diffusers folder (or a hub id) with the component configs.")
     elif config is not None:
         kwargs["config"] = str(config)
     return _call_loader(str(path), StableDiffusionInpaintPipeline.from_single_file, str(path), **kwargs)
 
 
-def _check_config_folder(folder: Path) -> None:
-    """The configs a single file needs; without a tokenizer, transformers would silently invent a useless one."""
+def _check_tokenizer_files(folder: Path) -> None:
+    """Without them transformers silently invents a useless 2-token tokenizer (or fails deep inside)."""
     tokenizer = folder / "tokenizer"
     if not ((tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()) and not (tokenizer / "tokenizer.json").is_file():
-        raise InputError(f"Config folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
-    _check_diffusers_folder(folder)
+        raise InputError(f"Folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
 
 
 def _checkpoint_unet_in_channels(path: Path) -> int | None:
@@ -191,6 +195,7 @@ def _check_diffusers_folder(path: Path) -> None:
     missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
     if missing:
         raise InputError(f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a Stable Diffusion model has.")
+    _check_tokenizer_files(path)
 
 
 def _call_loader(model: str, loader, *args, **kwargs):
@@ -217,8 +222,7 @@ def _loading_failure(model: str, error: Exception) -> str:
             f"Model '{model}' is not in the local Hugging Face cache and the hub cannot be reached; "
             f"download it on a connected machine (hf download {model}) or pass a local folder or .safetensors file with --model."
         )
-    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return f"Could not load model '{model}': {first_line.rstrip('.')}."
+    return f"Could not load model '{model}': {first_line(error)}."
 
 
 def read_capabilities(pipeline, model: str) -> Capabilities:
@@ -238,5 +242,5 @@ def read_capabilities(pipeline, model: str) -> Capabilities:
         vae_scaling_factor=float(vae_config.scaling_factor),
         vae_scale_factor=vae_scale_factor,
         native_size=int(sample_size) * vae_scale_factor,
-        untrained=Path(model).is_dir() and is_untrained(model),
+        untrained=Path(model).expanduser().is_dir() and is_untrained(Path(model).expanduser()),
     )

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import secrets
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+import numpy as np
 
 from .errors import InputError
 from .fill import FILLS
 from .schedulers import check_scheduler_name
 
 MAX_SEED = 2**32 - 1
+FIELD_KINDS = {
+    "prompt": "text", "negative_prompt": "text", "method": "text", "guidance": "number", "steps": "whole",
+    "strength": "number", "seed": "whole", "num_images": "whole", "scheduler": "text", "mask_grow": "whole",
+    "mask_blur": "whole", "paste_back": "boolean", "crop_padding": "whole", "fill": "text", "color_match": "boolean",
+    "blend_start": "number", "mask_dilation_iterations": "whole", "reconstruct": "text", "jump_length": "whole",
+    "jump_n_sample": "whole", "known_t": "whole",
+}
+OPTIONAL_FIELDS = {"seed", "crop_padding", "blend_start", "mask_dilation_iterations", "reconstruct", "jump_length", "jump_n_sample", "known_t"}
+KIND_CLASSES = {"text": str, "number": numbers.Real, "whole": numbers.Integral, "boolean": (bool, np.bool_)}
+KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool}
+KIND_NAMES = {"text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false"}
 
 
 @dataclass
@@ -39,8 +54,7 @@ class InpaintSettings:
     known_t: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
-            raise InputError("The prompt and negative prompt must be text.")
+        self._check_types()
         if not 0.0 < self.strength <= 1.0:
             raise InputError(f"Strength must be in (0, 1], got {self.strength}.")
         if self.steps < 1:
@@ -65,6 +79,21 @@ class InpaintSettings:
             raise InputError(f"Unknown fill '{self.fill}'; choose one of: {', '.join(FILLS)}.")
         check_scheduler_name(self.scheduler)
 
+    def _check_types(self) -> None:
+        """API callers can pass anything: each field must have its kind of value (numpy scalars included), finite."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name in OPTIONAL_FIELDS:
+                continue
+            kind = FIELD_KINDS[field.name]
+            accepted = isinstance(value, KIND_CLASSES[kind]) and (kind == "boolean" or not isinstance(value, (bool, np.bool_)))
+            if not accepted:
+                raise InputError(f"Setting {field.name} must be {KIND_NAMES[kind]}, got {value!r}.")
+            value = KIND_TYPES[kind](value)
+            if kind == "number" and not math.isfinite(value):
+                raise InputError(f"Setting {field.name} must be a finite number, got {value!r}.")
+            setattr(self, field.name, value)
+
     @classmethod
     def from_options(cls, **options: Any) -> "InpaintSettings":
         """Build from keyword options, naming any unknown one."""
@@ -86,3 +115,6 @@ class InpaintSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+assert set(FIELD_KINDS) == {field.name for field in fields(InpaintSettings)}, "every setting needs a kind"
