@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,6 +33,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +84,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
     generation.add_argument("--seed", type=int, help="random seed (default: random, printed and stored); image k uses seed + k")
     generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
+    generation.add_argument("--batch-size", type=positive_int, default=4, help="images per UNet batch; each batch is saved as it finishes (default 4)")
     generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
     masking = parser.add_argument_group("mask, crop and finishing")
     masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
@@ -176,11 +184,16 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
     if not arguments.quiet:
         log.info("seed %d%s", settings.seed, f" (images use {settings.seed}..{settings.seed + settings.num_images - 1})" if settings.num_images > 1 else "")
-    with ProgressBar(enabled=not arguments.quiet) as on_step:
-        images = inpainter.run(pixels, mask, settings, callback=on_step)
-    for image, target in zip(images, targets):
-        save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
-        print(f"{target}\tseed {image.info['inpaintkit']['seed']}")
+    # Image k has its own generator (seed + k), so chunks give the same images as one batch would,
+    # and each chunk is saved before the next starts: an interruption loses at most one chunk.
+    for first in range(0, settings.num_images, arguments.batch_size):
+        count = min(arguments.batch_size, settings.num_images - first)
+        chunk = replace(settings, seed=settings.seed + first, num_images=count)
+        with ProgressBar(enabled=not arguments.quiet) as on_step:
+            images = inpainter.run(pixels, mask, chunk, callback=on_step)
+        for image, target in zip(images, targets[first : first + count]):
+            save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
+            print(f"{target}\tseed {image.info['inpaintkit']['seed']}", flush=True)
     return 0
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
