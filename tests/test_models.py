@@ -164,3 +164,10 @@ def test_auto_dtype_is_fp16_on_cuda_and_fp32_on_cpu():
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+
+
+def test_a_mistyped_local_path_is_not_blamed_on_the_hub(tmp_path, tiny9):
+    (tmp_path / "models").mkdir()
+    env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-m", "inpaintkit.cli", "info", "--model", "models/tiny"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert_one_line_error(result.returncode, result.stderr, "there is a models/, but no models/tiny")

@@ -218,6 +218,9 @@ def _loading_failure(model: str, error: Exception) -> str:
                 f"Single-file model {model} needs its component configs from the hub, which cannot be reached; "
                 "pass --config with a local diffusers folder of the same architecture."
             )
+        head = Path(model).parts[0]
+        if Path(head).is_dir():  # probably a mistyped local path rather than a hub id
+            return f"Model '{model}' is neither a folder here (there is a {head}/, but no {model}) nor a cached hub model; check the path."
         return (
             f"Model '{model}' is not in the local Hugging Face cache and the hub cannot be reached; "
             f"download it on a connected machine (hf download {model}) or pass a local folder or .safetensors file with --model."
