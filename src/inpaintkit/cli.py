@@ -15,8 +15,8 @@ import torch
 
 from . import __version__
 from .errors import Cancelled, InputError
-from .io import check_writable
 from .fill import FILLS
+from .io import check_writable
 from .methods import METHOD_NAMES, METHODS
 from .methods.bld import RECONSTRUCTIONS
 from .models import DEFAULT_MODEL
@@ -195,6 +195,7 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
             save_png(image, target, image.info["inpaintkit"], overwrite=arguments.overwrite)
             print(f"{target}\tseed {image.info['inpaintkit']['seed']}", flush=True)
     return 0
+
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""

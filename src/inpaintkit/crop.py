@@ -85,9 +85,15 @@ def crop_to_window(pixels: np.ndarray, mask: np.ndarray, window: Window) -> tupl
     # Bilinear, not Lanczos: Lanczos rings around the mask's edges and the overshoot could cross 0.5.
     # Re-binarised because the model was trained on binary masks; at 0.5 a work pixel is repainted when
     # about half of what it covers is, so the edge stays where it was instead of snapping to one sample.
+    return np.asarray(image, dtype=np.uint8), (crop_map(mask, window) >= 0.5).astype(np.float32)
+
+
+def crop_map(values: np.ndarray, window: Window) -> np.ndarray:
+    """Cut a float map in [0, 1] to the window and resize it bilinearly to the work size."""
     # A float32 array becomes a mode "F" image, so it is resampled in floats, not rounded to 8 bits.
-    soft = Image.fromarray(np.ascontiguousarray(mask[box], dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8), (np.asarray(soft) >= 0.5).astype(np.float32)
+    cut = np.ascontiguousarray(values[window.top : window.bottom, window.left : window.right], dtype=np.float32)
+    resized = Image.fromarray(cut).resize((window.work_width, window.work_height), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
 def paste_window(full: np.ndarray, work_result: np.ndarray, window: Window) -> np.ndarray:

@@ -11,7 +11,7 @@ from PIL import Image
 
 from . import __version__
 from .color import match_color
-from .crop import Window, crop_to_window, crop_window, paste_window
+from .crop import crop_map, crop_to_window, crop_window, paste_window
 from .errors import InputError
 from .engine import StepCallback, build_scheduler, denoise
 from .fill import fill_masked
@@ -122,7 +122,7 @@ class Inpainter:
             return self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
         window = crop_window(regions.weight > 0, settings.crop_padding, self.capabilities.native_size)
         work_pixels, work_repaint = crop_to_window(filled, regions.repaint, window)
-        work_change = None if regions.change is None else resize_map(regions.change, window)
+        work_change = None if regions.change is None else crop_map(regions.change, window)
         outputs = self._denoise_padded(work_pixels, work_repaint, work_change, settings, method, callback)
         return np.stack([paste_window(pixels, each, window) for each in outputs])
 
@@ -158,9 +158,3 @@ class Inpainter:
         image.info["inpaintkit"] = parameters
         return image
 
-
-def resize_map(values: np.ndarray, window: Window) -> np.ndarray:
-    """Cut a float map to the window and resize it bilinearly to the work size."""
-    cut = values[window.top : window.bottom, window.left : window.right].astype(np.float32)
-    resized = Image.fromarray(cut, mode="F").resize((window.work_width, window.work_height), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)

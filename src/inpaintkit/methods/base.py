@@ -74,6 +74,9 @@ class Method:
         """How many of the noisiest steps not to run (strength < 1 skips some)."""
         return settings.steps - min(int(settings.steps * settings.strength), settings.steps)
 
+    def steps_run(self, settings) -> int:
+        return settings.steps - self.skipped_steps(settings)
+
     # -- the loop -----------------------------------------------------------------------------
     def step_order(self, state) -> Iterable[int]:
         """The step indices to run, in order; a method may revisit steps (RePaint)."""

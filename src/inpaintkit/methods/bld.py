@@ -54,12 +54,12 @@ class BlendedLatentDiffusion(Method):
         blend_start = self.option(settings, "blend_start")
         if not 0.0 <= blend_start < 1.0:
             raise InputError(f"--blend-start must be in [0, 1), got {blend_start}.")
-        if int(settings.steps * blend_start) >= settings.steps:
+        steps_run = self.steps_run(settings)
+        if steps_run < 1:
             raise InputError(f"--blend-start {blend_start} with {settings.steps} steps leaves no step to run.")
         iterations = self.option(settings, "mask_dilation_iterations")
         if iterations < 0:
             raise InputError(f"--mask-dilation-iterations must be 0 or more, got {iterations}.")
-        steps_run = settings.steps - int(settings.steps * blend_start)
         if iterations + 1 > steps_run:
             raise InputError(f"--mask-dilation-iterations {iterations} needs at least {iterations + 1} steps to run; {steps_run} run.")
         if self.option(settings, "reconstruct") not in RECONSTRUCTIONS:

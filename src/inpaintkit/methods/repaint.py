@@ -50,7 +50,7 @@ class RePaint(Method):
 
     def check_options(self, settings) -> None:
         jump_length, jump_n_sample = self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
-        steps_run = min(int(settings.steps * settings.strength), settings.steps)
+        steps_run = self.steps_run(settings)
         if jump_length < 1 or jump_n_sample < 1:
             raise InputError(f"--jump-length and --jump-n-sample must be at least 1, got {jump_length} and {jump_n_sample}.")
         if jump_length > steps_run:
