@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print what a model can do, read from its configs")
     add_model_arguments(info)
+
+    # -- web UI (issue 6): arguments here, the app in ui.py ------------------------------------
+    ui = commands.add_parser("ui", help="open the web UI (paint the mask in the browser)", description="A Gradio app: upload an image, paint the mask, type a prompt, Run.")
+    add_model_arguments(ui)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    # -- end web UI --
+
+    # -- HTTP service (issue 7): arguments here, the app in server.py ---------------------------
+    serve = commands.add_parser("serve", help="run the HTTP inpainting service", description="A FastAPI service: POST /v1/inpaint with an image, a mask and settings.")
+    add_model_arguments(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    # -- end HTTP service --
     return parser
 
 
@@ -273,7 +287,22 @@ def command_info(arguments: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": command_run, "outpaint": command_outpaint, "make-tiny-model": command_make_tiny_model, "info": command_info}
+def command_ui(arguments: argparse.Namespace) -> int:
+    from .ui import launch
+
+    return launch(arguments)
+
+
+def command_serve(arguments: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(arguments)
+
+
+COMMANDS = {
+    "run": command_run, "outpaint": command_outpaint, "make-tiny-model": command_make_tiny_model, "info": command_info,
+    "ui": command_ui, "serve": command_serve,
+}
 
 
 if __name__ == "__main__":
