@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -161,13 +162,28 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: dict, over
     path = Path(path)
     if path.exists() and not overwrite:
         raise InputError(f"{path} already exists; pass --overwrite to replace it.")
+    with atomic_file(path) as handle:
+        image.save(handle, format="PNG", pnginfo=png_metadata(parameters))
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Replace a text file (UTF-8) atomically: readers see the old file or the new one, never half of it."""
+    with atomic_file(Path(path)) as handle:
+        handle.write(text.encode("utf-8"))
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside `path`, renamed onto it only if the block succeeds."""
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise InputError(f"Cannot write to {path.parent} ({error.strerror or error}).") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=png_metadata(parameters))
+            yield handle
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(temporary, path)
     except OSError as error:
@@ -176,7 +192,6 @@ def save_png(image: Image.Image, path: str | os.PathLike, parameters: dict, over
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return path
 
 
 def check_writable(folder: Path) -> None:

@@ -174,3 +174,22 @@ def is_untrained(folder: str | Path) -> bool:
         return UNTRAINED_MARKER in json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+
+
+def make_tiny_clip_model(folder: str | Path, seed: int = 0) -> Path:
+    """Write a small UNTRAINED CLIP model + processor (about 300 KB) for offline tests of the CLIP and KID metrics."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    vocab_size = write_byte_level_clip_tokenizer(folder)
+    tower = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1),
+        vision_config=dict(tower, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    (folder / "README.md").write_text(f"# Tiny CLIP\n\n{UNTRAINED_NOTE}\n", encoding="utf-8")
+    return folder

@@ -1,0 +1,11 @@
+"""The evaluation harness: run methods over a dataset (`bench`), score outputs (`metrics`), and report.
+
+samples.py / pipe.py   where samples come from (a folder, a listing, the PIPE dataset)
+run.py                 the loop: generate or find outputs, score them, grids, KID, report
+pixel_metrics.py       background MSE/PSNR/SSIM, MSE/PSNR in the mask against a ground truth
+learned_metrics.py     CLIP score and KID (torchmetrics), unavailable with a reason when offline
+scoring.py             metrics.csv rows (resumable) and their per-method summary
+report.py / grid.py    summary.json, report.md, charts, comparison grids
+measure.py             seconds and peak memory per image
+commands.py            the `bench` and `metrics` command lines
+"""

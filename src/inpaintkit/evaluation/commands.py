@@ -1,0 +1,206 @@
+"""`inpaintkit bench` and `inpaintkit metrics`: arguments checked first, then the shared evaluation loop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..errors import InputError
+from ..io import check_writable, write_text_atomic
+from ..methods import METHOD_OPTIONS, METHODS
+from ..settings import InpaintSettings
+from .pipe import parse_pipe_source, read_pipe
+from .samples import IMAGE_SUFFIXES, Sample, read_samples
+from .run import Evaluation, evaluate
+
+log = logging.getLogger("inpaintkit")
+RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resume cannot mix two runs
+DEFAULT_SEED = 0
+
+
+def command_bench(arguments: argparse.Namespace) -> int:
+    from ..inpainter import Inpainter
+
+    methods = parse_methods(arguments.pipeline)
+    base = bench_settings_base(arguments)
+    for method in methods:
+        settings_for(base, method, "")  # every setting is valid for every method, before anything loads
+    samples = open_samples(arguments)
+    dst = prepare_dst(arguments.dst, methods)
+    check_same_run(dst, {"model": str(arguments.model), "settings": base}, arguments.overwrite)
+    inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    for method in methods:
+        inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
+    if inpainter.capabilities.untrained:
+        log.warning("Model %s is UNTRAINED (random weights): its outputs are noise, the metrics only exercise the harness.", arguments.model)
+    learned = load_metrics(arguments) if arguments.metric else None
+    info = {
+        "source": arguments.src, "model": str(arguments.model), "device": inpainter.components.device.type,
+        "dtype": str(inpainter.components.dtype).removeprefix("torch."), "settings": base,
+    }
+    evaluation = Evaluation(
+        samples, methods, dst, lambda sample, method: dst / method / f"{sample}.png",
+        generate=generator(inpainter, base), learned=learned, overwrite=arguments.overwrite, info=info,
+    )
+    return finish(evaluation, quiet=arguments.quiet)
+
+
+def command_metrics(arguments: argparse.Namespace) -> int:
+    pred = arguments.pred
+    if not pred.is_dir():
+        raise InputError(f"--pred {pred} is not a folder.")
+    folders = {method: pred / method for method in parse_methods(arguments.method, known_only=False)} if arguments.method else prediction_folders(pred)
+    samples = open_samples(arguments)
+    dst = prepare_dst(arguments.dst or pred, [])
+    learned = load_metrics(arguments)
+    info = {"source": arguments.src, "predictions": str(pred)}
+    evaluation = Evaluation(samples, list(folders), dst, lambda sample, method: find_prediction(folders[method], sample), learned=learned, info=info)
+    return finish(evaluation, quiet=arguments.quiet)
+
+
+def finish(evaluation: Evaluation, quiet: bool) -> int:
+    total = len(evaluation.samples) * len(evaluation.methods)
+    with Progress(total, enabled=not quiet) as on_output:
+        summary = evaluate(evaluation, on_output)
+    print(f"{evaluation.dst / 'report.md'}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped", flush=True)
+    return 0
+
+
+def parse_methods(text: str, known_only: bool = True) -> list[str]:
+    """'blend,native' -> ['blend', 'native'], each known and named once."""
+    methods = [name.strip() for name in text.split(",") if name.strip()]
+    if not methods:
+        raise InputError("--pipeline names no method; give e.g. --pipeline blend,native.")
+    unknown = [name for name in methods if known_only and name not in METHODS]
+    if unknown:
+        raise InputError(f"Unknown method(s) {', '.join(unknown)} in --pipeline; choose from {', '.join(METHODS)}.")
+    duplicates = sorted({name for name in methods if methods.count(name) > 1})
+    if duplicates:
+        raise InputError(f"--pipeline names {', '.join(duplicates)} more than once.")
+    return methods
+
+
+def bench_settings_base(arguments: argparse.Namespace) -> dict[str, Any]:
+    """The run settings given on the command line (every InpaintSettings field bench has a flag for)."""
+    base = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings) if hasattr(arguments, field.name)}
+    base["seed"] = DEFAULT_SEED if base.get("seed") is None else base["seed"]
+    return base
+
+
+def settings_for(base: dict[str, Any], method: str, prompt: str) -> InpaintSettings:
+    """One method's settings: the shared ones, minus the options that belong to other methods."""
+    own = {option: value for option, value in base.items() if METHOD_OPTIONS.get(option, method) == method}
+    return InpaintSettings.from_options(**{**own, "method": method, "prompt": prompt, "num_images": 1})
+
+
+def generator(inpainter, base: dict[str, Any]) -> Callable:
+    from .measure import measured
+
+    def generate(sample: Sample, pixels, method: str):
+        settings = settings_for(base, method, sample.prompt)
+        with measured(inpainter.components.device) as measurement:
+            image = inpainter.run(pixels.image, pixels.mask, settings)[0]
+        parameters = {
+            **image.info["inpaintkit"], "sample": sample.name, "seconds": measurement.seconds,
+            "peak_memory_mb": measurement.peak_memory_mb, "memory_kind": measurement.memory_kind,
+        }
+        return image, parameters
+
+    return generate
+
+
+def open_samples(arguments: argparse.Namespace) -> list[Sample]:
+    split = parse_pipe_source(arguments.src)
+    if arguments.limit is not None and arguments.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {arguments.limit}.")
+    if split is not None:
+        return read_pipe(split, arguments.limit, arguments.pipe_images, arguments.pipe_masks)
+    return read_samples(Path(arguments.src))[: arguments.limit]
+
+
+def prepare_dst(dst: Path, methods: list[str]) -> Path:
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"--dst {dst} exists and is not a folder.")
+    try:
+        for folder in (dst, *(dst / method for method in methods)):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"Cannot create {dst} ({error.strerror or error}).") from None
+    check_writable(dst)
+    return dst
+
+
+def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to resume into a --dst made with another model or other settings (unless --overwrite)."""
+    path = dst / RUN_FILE
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            previous = {}
+        changed = sorted(key for key in {**previous.get("settings", {}), **run["settings"]} if previous.get("settings", {}).get(key) != run["settings"].get(key))
+        changed += ["model"] if previous.get("model") != run["model"] else []
+        if changed:
+            raise InputError(
+                f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to resume, "
+                "or --overwrite to make every output again."
+            )
+    write_text_atomic(path, json.dumps(run, indent=2) + "\n")
+
+
+def load_metrics(arguments: argparse.Namespace):
+    from .learned_metrics import load_learned_metrics
+
+    return load_learned_metrics(arguments.clip_model, arguments.kid_features)
+
+
+def prediction_folders(pred: Path) -> dict[str, Path]:
+    """Method name -> folder of its outputs: PRED's subfolders with images, or PRED itself (named after it)."""
+    def has_images(folder: Path) -> bool:
+        return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.iterdir())
+
+    folders = {folder.name: folder for folder in sorted(pred.iterdir()) if folder.is_dir() and folder.name not in ("grids", "charts") and has_images(folder)}
+    if folders:
+        return folders
+    if has_images(pred):
+        return {pred.name: pred}
+    raise InputError(f"--pred {pred} holds no images (expected PRED/METHOD/NAME.png or PRED/NAME.png).")
+
+
+def find_prediction(folder: Path, sample: str) -> Path:
+    """NAME.png, or NAME with another image suffix; the .png path if there is none (reported as missing)."""
+    for suffix in IMAGE_SUFFIXES:
+        if (folder / f"{sample}{suffix}").is_file():
+            return folder / f"{sample}{suffix}"
+    return folder / f"{sample}.png"
+
+
+class Progress:
+    """A tqdm bar with ETA on a terminal; one `PATH<TAB>status` line per output on stdout either way."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="image", file=sys.stderr)
+
+    def __enter__(self) -> Callable:
+        return self.on_output
+
+    def on_output(self, path: Path, status: str) -> None:
+        line = f"{path}\t{status}"
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stdout)
+            self.bar.update(1)
+        else:
+            print(line, flush=True)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.close()

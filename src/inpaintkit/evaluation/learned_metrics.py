@@ -1,0 +1,165 @@
+"""Metrics that need a network: CLIP score (torchmetrics CLIPScore) and KID (torchmetrics KernelInceptionDistance).
+
+A network whose weights cannot be loaded (offline, package missing) makes its metrics *unavailable*,
+with the reason; the other metrics still run. Tests and users can inject any CLIP model/processor
+pair and any KID feature extractor (an nn.Module taking Nx3xHxW uint8 and returning NxD features).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import first_line
+
+log = logging.getLogger("inpaintkit")
+
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # BrushBench's choice
+KID_FEATURES = ("inception", "clip")
+KID_CROP_SIZE = 299  # Inception-v3's input size; the crops are resized to it for every extractor
+MAX_SUBSET_SIZE = 1000  # torchmetrics' default subset size
+
+
+class _TensorFeatures(torch.nn.Module):
+    """A CLIP model whose get_image/text_features return tensors.
+
+    torchmetrics 1.9 normalises what these return; transformers 5 returns a model output whose
+    `pooler_output` holds the projected features.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        return _tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        return _tensor(self.model.get_text_features(*args, **kwargs))
+
+
+def _tensor(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class ClipScorer:
+    """CLIP score = 100 * max(cos(image embedding, text embedding), 0), as torchmetrics defines it."""
+
+    def __init__(self, model: torch.nn.Module, processor):
+        from torchmetrics.multimodal.clip_score import CLIPScore
+
+        wrapped = _TensorFeatures(model.eval())
+        self.metric = CLIPScore(model_name_or_path=lambda: (wrapped, processor))
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, prompt: str) -> float:
+        self.metric.reset()
+        self.metric.update(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], [prompt])
+        return float(self.metric.compute())
+
+
+class ClipImageFeatures(torch.nn.Module):
+    """A KID feature extractor: CLIP's projected image embeddings (for when Inception's weights are not at hand)."""
+
+    def __init__(self, model: torch.nn.Module, processor):
+        super().__init__()
+        self.model = _TensorFeatures(model.eval())
+        self.processor = processor
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        inputs = self.processor(images=[image.cpu() for image in images], return_tensors="pt")
+        return self.model.get_image_features(inputs["pixel_values"]).double()
+
+
+@dataclass
+class LearnedMetrics:
+    """What is available: a CLIP scorer and a KID feature extractor, or the reason each is not."""
+
+    clip: Optional[ClipScorer] = None
+    kid_features: Optional[torch.nn.Module] = None
+    kid_name: str = "custom"
+    unavailable: dict[str, str] = field(default_factory=dict)  # metric family -> reason
+
+
+def load_learned_metrics(clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str = "inception") -> LearnedMetrics:
+    """Load the CLIP model and the KID extractor; each one that fails is recorded as unavailable with its reason."""
+    learned = LearnedMetrics(kid_name=kid_features)
+    clip_pair = None
+    try:
+        clip_pair = load_clip(clip_model)
+        learned.clip = ClipScorer(*clip_pair)
+    except Exception as error:  # offline, unknown id, not a CLIP model: the metric is unavailable, the run goes on
+        learned.unavailable["clip"] = f"CLIP model {clip_model} could not be loaded: {first_line(error)}"
+    if kid_features == "clip":
+        if clip_pair is None:
+            learned.unavailable["kid"] = f"KID with CLIP features needs the CLIP model, which could not be loaded ({clip_model})"
+        else:
+            learned.kid_features = ClipImageFeatures(*clip_pair)
+    else:
+        try:
+            learned.kid_features = inception_features()
+        except Exception as error:  # torch-fidelity missing, or its weights cannot be downloaded
+            learned.unavailable["kid"] = f"Inception features for KID are unavailable: {first_line(error)}"
+    for family, reason in learned.unavailable.items():
+        log.warning("%s metrics unavailable: %s", family.upper(), reason)
+    return learned
+
+
+def load_clip(model_id: str):
+    """A CLIPModel and CLIPProcessor from a hub id (cache only when HF_HUB_OFFLINE=1) or a local folder."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    return CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id)
+
+
+def inception_features() -> torch.nn.Module:
+    """torchmetrics' Inception-v3 (torch-fidelity's FID weights, 2048-d pool features)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    return KernelInceptionDistance(feature=2048).inception
+
+
+@dataclass
+class KidResult:
+    mean: float
+    std: float
+    subset_size: int
+    samples: int
+
+
+def choose_subset_size(samples: int) -> int:
+    """Half the samples (so the random subsets differ and the std means something), at least 2, at most 1000."""
+    return min(MAX_SUBSET_SIZE, max(2, samples // 2))
+
+
+def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], features: torch.nn.Module) -> KidResult:
+    """KID between two sets of crops (each resized to 299x299); needs at least 2 of each. Reproducible (seeded subsets)."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    samples = min(len(real), len(fake))
+    if samples < 2:
+        raise ValueError(f"KID needs at least 2 samples per method, got {samples}")
+    subset_size = choose_subset_size(samples)
+    metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=100)
+    with torch.no_grad():
+        metric.update(_batch(real), real=True)
+        metric.update(_batch(fake), real=False)
+        with torch.random.fork_rng(devices=[]):  # the subsets are drawn with torch's global RNG: fix it, leave it as it was
+            torch.manual_seed(0)
+            mean, std = metric.compute()
+    return KidResult(float(mean), float(std), subset_size, samples)
+
+
+def kid_crop(image: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(image).resize((KID_CROP_SIZE, KID_CROP_SIZE), Image.Resampling.BICUBIC))
+
+
+def _batch(crops: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
