@@ -70,3 +70,11 @@ def box_mask(width: int, height: int, box: tuple[int, int, int, int]) -> np.ndar
     left, top, right, bottom = box
     mask[top:bottom, left:right] = 255
     return mask
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A small untrained CLIP model + processor folder, for the CLIP score and KID code paths."""
+    from inpaintkit.tiny import make_tiny_clip_model
+
+    return make_tiny_clip_model(tmp_path_factory.mktemp("models") / "clip")

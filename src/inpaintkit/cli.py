@@ -22,6 +22,9 @@ from .methods.bld import RECONSTRUCTIONS
 from .models import DEFAULT_MODEL
 from .schedulers import SCHEDULER_NAMES
 from .settings import InpaintSettings
+from .evaluation.commands import DEFAULT_SEED
+from .evaluation.learned_metrics import DEFAULT_CLIP_MODEL, KID_FEATURES
+from .evaluation.pipe import PIPE_IMAGES, PIPE_MASKS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -66,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary")
     tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
 
+    bench = commands.add_parser("bench", help="run several methods over a dataset and score them", description="Inpaint every sample with every method (same seed and settings), then score and report.")
+    bench.add_argument("--pipeline", "--method", dest="pipeline", required=True, metavar="METHODS", help=f"comma-separated methods to compare, from: {', '.join(METHODS)}")
+    bench.add_argument("--dst", required=True, type=Path, help="results folder: DST/METHOD/NAME.png, metrics.csv, summary.json, report.md, charts/, grids/")
+    bench.add_argument("--metric", action="store_true", help="score the outputs (else only generate them, with grids and the report)")
+    bench.add_argument("--overwrite", action="store_true", help="make every output again (by default a re-run resumes, skipping finished outputs)")
+    add_evaluation_arguments(bench)
+    add_model_arguments(bench)
+    add_settings_arguments(bench, seed_help=f"seed for every sample and method (default {DEFAULT_SEED})")
+
+    metrics = commands.add_parser("metrics", help="score existing outputs of any tool", description="Score predictions (PRED/METHOD/NAME.png, or PRED/NAME.png) against a dataset.")
+    metrics.add_argument("--pred", required=True, type=Path, help="the predictions: PRED/METHOD/NAME.png for several methods, PRED/NAME.png for one")
+    metrics.add_argument("--method", help="comma-separated method folders to score (default: every subfolder of --pred with images)")
+    metrics.add_argument("--dst", type=Path, help="where metrics.csv, summary.json, report.md, charts/ and grids/ go (default: --pred)")
+    add_evaluation_arguments(metrics)
+
     info = commands.add_parser("info", help="print what a model can do, read from its configs")
     add_model_arguments(info)
 
@@ -74,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    ui.add_argument("--max-queue", type=positive_int, default=8, metavar="N", help="jobs that may wait while one runs; more get 'busy, try again' (default 8)")
+    ui.add_argument("--max-file-size", type=positive_int, default=50, metavar="MB", help="largest upload in megabytes (default 50)")
     # -- end web UI --
 
     # -- HTTP service (issue 7): arguments here, the app in server.py ---------------------------
@@ -81,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    from .server.config import MIB, ServiceConfig  # the limits' defaults only: no web library is imported
+
+    limits = serve.add_argument_group("limits")
+    limits.add_argument("--max-queue", type=int, default=ServiceConfig.max_queue, metavar="N", help=f"jobs that may wait for the model; one more is answered 429 (default {ServiceConfig.max_queue})")
+    limits.add_argument("--max-pixels", type=int, default=ServiceConfig.max_pixels, metavar="N", help=f"largest image or mask, in pixels, read from its header before decoding (default {ServiceConfig.max_pixels:,})")
+    limits.add_argument("--max-body", type=float, default=ServiceConfig.max_body / MIB, metavar="MIB", help=f"largest request body in MiB (default {ServiceConfig.max_body / MIB:g})")
+    limits.add_argument("--max-images", type=int, default=ServiceConfig.max_images, metavar="N", help=f"largest num_images per request (default {ServiceConfig.max_images})")
+    limits.add_argument("--timeout", type=float, default=ServiceConfig.timeout, metavar="S", help=f"seconds a request may take in all; then its job is cancelled between steps and it gets 504 (default {ServiceConfig.timeout:g})")
+    serve.add_argument("--api-key", help="require this key (X-API-Key header or Authorization: Bearer); default: the INPAINTKIT_API_KEY environment variable, else none")
     # -- end HTTP service --
     return parser
 
@@ -88,17 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags shared by run and outpaint; their names are InpaintSettings' fields."""
     parser.add_argument("--prompt", default="", help="what to paint in the masked region")
-    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     add_model_arguments(parser)
-    generation = parser.add_argument_group("generation")
+    generation = add_settings_arguments(parser, seed_help="random seed (default: random, printed and stored); image k uses seed + k")
     methods_help = "; ".join(f"{name}: {method.summary.rstrip('.')}" for name, method in METHODS.items())
     generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
+    generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
+    generation.add_argument("--batch-size", type=positive_int, default=4, help="images per UNet batch; each batch is saved as it finishes (default 4)")
+    outputs = parser.add_argument_group("output")
+    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
+    outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> argparse._ArgumentGroup:
+    """The settings of one job (InpaintSettings' fields) that run, outpaint and bench share; returns the generation group."""
+    parser.add_argument("--negative-prompt", default="", help="what to steer away from")
+    generation = parser.add_argument_group("generation")
     generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
     generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
-    generation.add_argument("--seed", type=int, help="random seed (default: random, printed and stored); image k uses seed + k")
-    generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
-    generation.add_argument("--batch-size", type=positive_int, default=4, help="images per UNet batch; each batch is saved as it finishes (default 4)")
+    generation.add_argument("--seed", type=int, help=seed_help)
     generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
     masking = parser.add_argument_group("mask, crop and finishing")
     masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
@@ -114,10 +152,20 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     options.add_argument("--jump-length", type=int, metavar="J", help="repaint: steps per jump back up (10)")
     options.add_argument("--jump-n-sample", type=int, metavar="R", help="repaint: times each block is resampled (10)")
     options.add_argument("--known-t", type=int, metavar="T", help="tdpaint: the known region's constant noise level (50)")
-    outputs = parser.add_argument_group("output")
-    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
-    outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    return generation
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the samples come from, and which networks the learned metrics use."""
+    source = parser.add_argument_group("samples")
+    source.add_argument("--src", required=True, help="a folder (NAME.png + NAME.mask.png + NAME.txt [+ NAME.gt.png]), a prompts.jsonl/.csv listing, or pipe:SPLIT (the PIPE dataset)")
+    source.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    source.add_argument("--pipe-images", default=PIPE_IMAGES, metavar="SOURCE", help=f"PIPE images: hub id, local dataset folder or parquet file (default {PIPE_IMAGES})")
+    source.add_argument("--pipe-masks", default=PIPE_MASKS, metavar="SOURCE", help=f"PIPE masks: hub id, local dataset folder or parquet file (default {PIPE_MASKS})")
+    learned = parser.add_argument_group("learned metrics")
+    learned.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP model for the CLIP score: hub id or local folder (default {DEFAULT_CLIP_MODEL})")
+    learned.add_argument("--kid-features", default="inception", choices=KID_FEATURES, help="KID feature extractor: inception (needs torch-fidelity and its weights) or clip (the --clip-model's image tower)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -287,6 +335,18 @@ def command_info(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_bench(arguments: argparse.Namespace) -> int:
+    from .evaluation.commands import command_bench
+
+    return command_bench(arguments)
+
+
+def command_metrics(arguments: argparse.Namespace) -> int:
+    from .evaluation.commands import command_metrics
+
+    return command_metrics(arguments)
+
+
 def command_ui(arguments: argparse.Namespace) -> int:
     from .ui import launch
 
@@ -301,7 +361,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": command_run, "outpaint": command_outpaint, "make-tiny-model": command_make_tiny_model, "info": command_info,
-    "ui": command_ui, "serve": command_serve,
+    "bench": command_bench, "metrics": command_metrics, "ui": command_ui, "serve": command_serve,
 }
 
 

@@ -152,9 +152,13 @@ def png_metadata(parameters: dict) -> PngImagePlugin.PngInfo:
 
 
 def read_png_parameters(path: str | os.PathLike) -> dict:
-    """The settings inpaintkit stored in a PNG it wrote."""
+    """The settings inpaintkit stored in a PNG it wrote; {} for an image without them (another tool's)."""
     with Image.open(path) as image:
-        return json.loads(image.text["inpaintkit"])
+        stored = getattr(image, "text", {}).get("inpaintkit")
+    try:
+        return json.loads(stored) if stored else {}
+    except ValueError:
+        return {}
 
 
 def save_png(image: Image.Image, path: str | os.PathLike, parameters: dict, overwrite: bool = False) -> Path:

@@ -8,7 +8,9 @@ pair and any KID feature extractor (an nn.Module taking Nx3xHxW uint8 and return
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -116,6 +118,8 @@ def load_clip(model_id: str):
     """A CLIPModel and CLIPProcessor from a hub id (cache only when HF_HUB_OFFLINE=1) or a local folder."""
     from transformers import CLIPModel, CLIPProcessor
 
+    if model_id.startswith(("/", ".", "~")) and not Path(model_id).expanduser().exists():
+        raise FileNotFoundError(f"no such folder {model_id}")  # rather than transformers' "Repo id must be in the form..."
     return CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id)
 
 
@@ -147,7 +151,9 @@ def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], fe
     if samples < 2:
         raise ValueError(f"KID needs at least 2 samples per method, got {samples}")
     subset_size = choose_subset_size(samples)
-    metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=100)
+    with warnings.catch_warnings():  # "will save all extracted features in buffer": that is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=100)
     with torch.no_grad():
         metric.update(_batch(real), real=True)
         metric.update(_batch(fake), real=False)

@@ -145,7 +145,7 @@ def _score_into(table: MetricsTable, sample: Sample, pixels: Pixels, method: str
 
 def _run_measurements(path: Path) -> dict[str, float]:
     """Seconds and peak memory that `bench` stored in the output's PNG; nan for outputs made by other tools."""
-    parameters = read_png_parameters(path) if path.suffix.lower() == ".png" else {}
+    parameters = read_png_parameters(path)
     return {name: float(parameters.get(name) if parameters.get(name) is not None else math.nan) for name in ("seconds", "peak_memory_mb")}
 
 

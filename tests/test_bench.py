@@ -1,0 +1,301 @@
+"""`inpaintkit bench` and `inpaintkit metrics` end to end on a tiny model and a generated dataset."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inpaintkit.inpainter import Inpainter
+
+from .conftest import box_mask, gradient_image
+from .helpers import assert_one_line_error, run_cli
+
+SIZE = 64
+TILE = 256  # the grid's tile height: a 64 px sample is enlarged 4x with nearest-neighbour
+LABEL = 28  # the grid's label band
+GAP = 4
+
+
+def write_dataset(folder: Path) -> Path:
+    """Three good samples (one with a ground truth) and one file that is not an image."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(["a", "b", "c"]):
+        Image.fromarray(gradient_image(SIZE, SIZE, seed=index)).save(folder / f"{name}.png")
+        Image.fromarray(box_mask(SIZE, SIZE, (12 + 4 * index, 16, 44, 48))).save(folder / f"{name}.mask.png")
+        (folder / f"{name}.txt").write_text("a red ball\n")
+    Image.fromarray(gradient_image(SIZE, SIZE, seed=7)).save(folder / "b.gt.png")
+    (folder / "broken.png").write_bytes(b"this is not a PNG")
+    Image.fromarray(box_mask(SIZE, SIZE, (0, 0, 8, 8))).save(folder / "broken.mask.png")
+    return folder
+
+
+def bench_args(dataset: Path, dst: Path, model: Path, clip: Path, *extra) -> list:
+    return [
+        "bench", "--pipeline", "blend,native", "--src", dataset, "--dst", dst, "--model", model, "--device", "cpu",
+        "--steps", "2", "--metric", "--clip-model", clip, "--kid-features", "clip", "--quiet", *extra,
+    ]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny9, tiny_clip):
+    """One complete bench run, shared by the tests that only read its files."""
+    root = tmp_path_factory.mktemp("bench")
+    dataset = write_dataset(root / "dataset")
+    dst = root / "results"
+    from _pytest.capture import CaptureFixture  # noqa: F401  (run_cli needs capsys; call main directly instead)
+    from inpaintkit.cli import main
+
+    assert main([str(arg) for arg in bench_args(dataset, dst, tiny9, tiny_clip)]) == 0
+    return dataset, dst
+
+
+def test_bench_writes_one_output_per_sample_and_method(finished):
+    dataset, dst = finished
+    for method in ("blend", "native"):
+        assert sorted(path.name for path in (dst / method).glob("*.png")) == ["a.png", "b.png", "c.png"]
+        for name in "abc":
+            output = np.asarray(Image.open(dst / method / f"{name}.png").convert("RGB"))
+            source = np.asarray(Image.open(dataset / f"{name}.png"))
+            hole = np.asarray(Image.open(dataset / f"{name}.mask.png")) >= 128
+            assert np.array_equal(output[~hole], source[~hole])  # paste-back: background byte-identical
+            assert not np.array_equal(output[hole], source[hole])
+
+
+def test_every_method_gets_the_same_seed_and_settings(finished):
+    _, dst = finished
+    from inpaintkit.io import read_png_parameters
+
+    blend = read_png_parameters(dst / "blend" / "a.png")
+    native = read_png_parameters(dst / "native" / "a.png")
+    assert blend["seed"] == native["seed"] == 0  # the default fixed seed
+    assert (blend["method"], native["method"]) == ("blend", "native")
+    shared = {key for key in blend if key not in ("method", "seconds", "peak_memory_mb")}
+    assert {key: blend[key] for key in shared} == {key: native[key] for key in shared}
+    assert blend["seconds"] > 0 and blend["peak_memory_mb"] > 0
+
+
+def test_metrics_csv_has_a_row_per_sample_and_method_with_the_expected_values(finished):
+    dataset, dst = finished
+    rows = {(row["sample"], row["method"]): row for row in read_rows(dst / "metrics.csv")}
+    assert set(rows) == {(name, method) for name in "abc" for method in ("blend", "native")}
+    for (name, method), row in rows.items():
+        assert float(row["background_mse"]) == 0.0 and row["background_psnr"] == "inf"
+        assert float(row["background_ssim"]) == pytest.approx(1.0, abs=1e-9)  # untouched background
+        assert 0.0 <= float(row["clip_score"]) <= 100.0 and 0.0 <= float(row["clip_score_crop"]) <= 100.0
+        assert float(row["seconds"]) > 0
+        # masked metrics only where there is a ground truth (b): recomputed here by hand
+        if name == "b":
+            output = np.asarray(Image.open(dst / method / "b.png").convert("RGB")).astype(np.float64)
+            truth = np.asarray(Image.open(dataset / "b.gt.png")).astype(np.float64)
+            hole = np.asarray(Image.open(dataset / "b.mask.png")) >= 128
+            expected = np.mean(((output[hole] - truth[hole]) / 255) ** 2)
+            assert float(row["masked_mse"]) == pytest.approx(expected, rel=1e-12)
+            assert float(row["masked_psnr"]) == pytest.approx(10 * math.log10(1 / expected), rel=1e-12)
+        else:
+            assert row["masked_mse"] == "nan" and row["masked_psnr"] == "nan"
+
+
+def test_summary_aggregates_per_method_and_reports_kid_and_the_skipped_sample(finished):
+    _, dst = finished
+    summary = json.loads((dst / "summary.json").read_text())
+    assert summary["samples_evaluated"] == 3
+    assert summary["skipped"] == [{"sample": "broken", "reason": summary["skipped"][0]["reason"], "method": None}]
+    assert "not an image format" in summary["skipped"][0]["reason"]
+    rows = read_rows(dst / "metrics.csv")
+    for method in ("blend", "native"):
+        ssims = [float(row["background_ssim"]) for row in rows if row["method"] == method]
+        stat = summary["metrics"][method]["background_ssim"]
+        assert stat["mean"] == pytest.approx(np.mean(ssims), rel=1e-12) and stat["n"] == 3
+        assert summary["metrics"][method]["background_psnr"]["mean"] == "inf"
+        assert summary["metrics"][method]["masked_mse"]["n"] == 1
+        assert summary["kid"][method]["subset_size"] == 2 and summary["kid"][method]["samples"] == 3
+    assert summary["unavailable"] == {}
+
+
+def test_report_has_the_table_charts_and_grids(finished):
+    _, dst = finished
+    report = (dst / "report.md").read_text()
+    assert "| blend |" in report and "| native |" in report
+    assert "## KID on the mask crops" in report and "broken" in report
+    charts = sorted(path.name for path in (dst / "charts").glob("*.png"))
+    assert "background_ssim.png" in charts and "clip_score.png" in charts
+    for chart in charts:
+        assert f"charts/{chart}" in report
+        assert Image.open(dst / "charts" / chart).size[0] > 100
+
+
+def test_the_grid_has_one_labelled_column_per_method(finished):
+    dataset, dst = finished
+    grid = Image.open(dst / "grids" / "b.png")
+    assert json.loads(grid.text["columns"]) == ["input", "mask", "ground truth", "blend", "native"]
+    pixels = np.asarray(grid.convert("RGB"))
+    assert grid.size == (5 * TILE + 4 * GAP, LABEL + TILE)
+    for column, label in enumerate(["input", "mask", "ground truth", "blend", "native"]):
+        left = column * (TILE + GAP)
+        band = pixels[:LABEL, left : left + TILE]
+        assert (band < 128).any(), f"no label text drawn above column {label}"
+        if label in ("blend", "native"):
+            output = np.asarray(Image.open(dst / label / "b.png").convert("RGB"))
+            enlarged = output.repeat(4, axis=0).repeat(4, axis=1)  # nearest-neighbour 4x
+            assert np.array_equal(pixels[LABEL:, left : left + TILE], enlarged)
+
+
+def test_resuming_after_an_interruption_gives_the_same_metrics(tmp_path, tiny9, tiny_clip, capsys, monkeypatch):
+    dataset = write_dataset(tmp_path / "dataset")
+    dst = tmp_path / "results"
+    calls = {"n": 0}
+    original_run = Inpainter.run
+
+    def interrupted_run(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 2nd method of the 2nd sample: Ctrl-C while it runs
+            raise KeyboardInterrupt
+        return original_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Inpainter, "run", interrupted_run)
+    code, _, err = run_cli(bench_args(dataset, dst, tiny9, tiny_clip), capsys)
+    assert code == 130 and "interrupted" in err
+    written = sorted(str(path.relative_to(dst)) for path in dst.glob("*/*.png") if path.parent.name != "grids")
+    assert written == ["blend/a.png", "blend/b.png", "native/a.png"]  # nothing half-written
+    before = {path: path.stat().st_mtime_ns for path in (dst / "blend" / "a.png", dst / "native" / "a.png")}
+    rows_before = {(row["sample"], row["method"]): row for row in read_rows(dst / "metrics.csv")}
+    assert set(rows_before) == {("a", "blend"), ("a", "native")}  # saved after the finished sample
+
+    monkeypatch.setattr(Inpainter, "run", original_run)
+    code, _, _ = run_cli(bench_args(dataset, dst, tiny9, tiny_clip), capsys)
+    assert code == 0
+    assert {path: path.stat().st_mtime_ns for path in before} == before  # finished outputs were not made again
+    resumed = {(row["sample"], row["method"]): row for row in read_rows(dst / "metrics.csv")}
+    assert {key: resumed[key] for key in rows_before} == rows_before  # nor re-scored
+
+    uninterrupted = tmp_path / "uninterrupted"
+    assert run_cli(bench_args(dataset, uninterrupted, tiny9, tiny_clip), capsys)[0] == 0
+    reference = {(row["sample"], row["method"]): row for row in read_rows(uninterrupted / "metrics.csv")}
+    timing = ("seconds", "peak_memory_mb")  # measured, so they differ between two runs
+
+    def without_timing(rows):
+        return {key: {column: value for column, value in row.items() if column not in timing} for key, row in rows.items()}
+
+    assert without_timing(resumed) == without_timing(reference)
+
+
+def test_a_resume_with_other_settings_is_refused(finished, tiny9, tiny_clip, capsys):
+    dataset, dst = finished
+    code, _, err = run_cli(bench_args(dataset, dst, tiny9, tiny_clip)[:-1] + ["--steps", "3", "--quiet"], capsys)
+    assert_one_line_error(code, err, "holds a run with other settings (steps)")
+
+
+def test_offline_learned_metrics_are_reported_unavailable_and_the_rest_still_runs(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    dst = tmp_path / "results"
+    code, _, err = run_cli(bench_args(dataset, dst, tiny9, tmp_path / "missing-clip", "--limit", "2"), capsys)
+    assert code == 0, err
+    summary = json.loads((dst / "summary.json").read_text())
+    assert "could not be loaded" in summary["unavailable"]["clip"]
+    assert "needs the CLIP model" in summary["unavailable"]["kid"]
+    assert summary["metrics"]["blend"]["background_mse"]["n"] == 2
+    assert summary["metrics"]["blend"]["clip_score"]["n"] == 0
+    assert "## Unavailable metrics" in (dst / "report.md").read_text()
+
+
+def test_metrics_scores_outputs_made_elsewhere(finished, tmp_path, tiny_clip, capsys):
+    dataset, dst = finished
+    scored = tmp_path / "scored"
+    code, out, err = run_cli(
+        ["metrics", "--src", dataset, "--pred", dst, "--dst", scored, "--clip-model", tiny_clip, "--kid-features", "clip"], capsys
+    )
+    assert code == 0, err
+    assert f"{scored / 'report.md'}\t3 samples, 1 skipped" in out
+    assert read_rows(scored / "metrics.csv") == read_rows(dst / "metrics.csv")  # bench's timings come from the PNGs
+
+
+def test_metrics_on_one_flat_folder_reports_a_wrong_sized_prediction(finished, tmp_path, capsys):
+    dataset, dst = finished
+    flat = tmp_path / "othertool"
+    flat.mkdir()
+    for name in "ab":  # re-saved without inpaintkit's metadata, as another tool would write them
+        Image.open(dst / "blend" / f"{name}.png").convert("RGB").save(flat / f"{name}.png")
+    Image.new("RGB", (10, 10)).save(flat / "c.png")
+    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", flat, "--clip-model", tmp_path / "none"], capsys)
+    assert code == 0, err
+    summary = json.loads((flat / "summary.json").read_text())
+    assert summary["methods"] == ["othertool"]
+    reasons = {(skip["sample"], skip["method"]): skip["reason"] for skip in summary["skipped"]}
+    assert "10x10 pixels but the image is 64x64" in reasons[("c", "othertool")]
+    rows = read_rows(flat / "metrics.csv")
+    assert sorted(row["sample"] for row in rows) == ["a", "b"] and all(row["seconds"] == "nan" for row in rows)
+
+
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        (["--pipeline", "blend,magic"], "Unknown method(s) magic in --pipeline"),
+        (["--pipeline", "blend,blend"], "--pipeline names blend more than once"),
+        (["--src", "/no/such/folder"], "--src /no/such/folder does not exist"),
+        (["--limit", "0"], "--limit must be at least 1"),
+        (["--steps", "0"], "Steps must be"),
+        (["--blend-start", "2"], "blend-start"),
+    ],
+)
+def test_bad_bench_arguments_are_one_line_before_any_work(change, phrase, tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    args = bench_args(dataset, tmp_path / "results", tiny9, tmp_path / "clip")
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    if "bld" not in args[2] and change[0] == "--blend-start":
+        args[2] = "blend,bld"
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, phrase)
+    assert not list((tmp_path / "results").glob("*/*.png"))
+
+
+def test_a_method_the_checkpoint_cannot_run_is_refused_before_any_output(tmp_path, tiny4, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    args = bench_args(dataset, tmp_path / "results", tiny4, tmp_path / "clip")
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "needs a dedicated inpainting checkpoint")
+    assert not list((tmp_path / "results").glob("*/*.png"))
+
+
+def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    lines = [
+        json.dumps({"image": "a.png", "mask": "a.mask.png", "prompt": "a cat", "name": "first"}),
+        "{not json",
+        json.dumps({"image": "c.png", "prompt": "no mask"}),
+        json.dumps({"image": "b.png", "mask": "b.mask.png", "prompt": "a dog", "target": "b.gt.png"}),
+        json.dumps({"image": "a.png", "mask": "c.mask.png", "prompt": "size mismatch?", "name": "first"}),
+    ]
+    (dataset / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    dst = tmp_path / "results"
+    code, _, err = run_cli(["bench", "--method", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["b.png", "first.png"]
+    reasons = [skip["reason"] for skip in json.loads((dst / "summary.json").read_text())["skipped"]]
+    assert any("line 2: not valid JSON" in reason for reason in reasons)
+    assert any("line 3: no mask given" in reason for reason in reasons)
+    assert any("line 5: sample name 'first' is used twice" in reason for reason in reasons)
+    from inpaintkit.io import read_png_parameters
+
+    assert read_png_parameters(dst / "blend" / "first.png")["prompt"] == "a cat"
+
+
+def test_a_csv_listing_without_the_needed_columns_is_refused(tmp_path, tiny9, capsys):
+    listing = tmp_path / "prompts.csv"
+    listing.write_text("picture,prompt\na.png,cat\n")
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", listing, "--dst", tmp_path / "out", "--model", tiny9], capsys)
+    assert_one_line_error(code, err, "needs a header with columns image, mask, prompt")
