@@ -269,6 +269,7 @@ def test_a_method_the_checkpoint_cannot_run_is_refused_before_any_output(tmp_pat
     code, _, err = run_cli(args, capsys)
     assert_one_line_error(code, err, "needs a dedicated inpainting checkpoint")
     assert not list((tmp_path / "results").glob("*/*.png"))
+    assert not (tmp_path / "results" / "run.json").exists()  # a run that never started does not bind the folder
 
 
 def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys):
@@ -278,8 +279,10 @@ def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys)
         "{not json",
         json.dumps({"image": "c.png", "prompt": "no mask"}),
         json.dumps({"image": "b.png", "mask": "b.mask.png", "prompt": "a dog", "target": "b.gt.png"}),
-        json.dumps({"image": "a.png", "mask": "c.mask.png", "prompt": "size mismatch?", "name": "first"}),
+        json.dumps({"image": "a.png", "mask": "c.mask.png", "prompt": "a second a", "name": "first"}),
+        json.dumps({"image": "c.png", "mask": "small.mask.png", "prompt": "wrong mask size", "name": "wrongsize"}),
     ]
+    Image.new("L", (32, 32), 255).save(dataset / "small.mask.png")
     (dataset / "prompts.jsonl").write_text("\n".join(lines) + "\n")
     dst = tmp_path / "results"
     code, _, err = run_cli(["bench", "--method", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
@@ -289,6 +292,7 @@ def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys)
     assert any("line 2: not valid JSON" in reason for reason in reasons)
     assert any("line 3: no mask given" in reason for reason in reasons)
     assert any("line 5: sample name 'first' is used twice" in reason for reason in reasons)
+    assert any("The mask is 32x32 pixels but the image is 64x64" in reason for reason in reasons)
     from inpaintkit.io import read_png_parameters
 
     assert read_png_parameters(dst / "blend" / "first.png")["prompt"] == "a cat"

@@ -32,10 +32,12 @@ def command_bench(arguments: argparse.Namespace) -> int:
         settings_for(base, method, "")  # every setting is valid for every method, before anything loads
     samples = open_samples(arguments)
     dst = prepare_dst(arguments.dst, methods)
-    check_same_run(dst, {"model": str(arguments.model), "settings": base}, arguments.overwrite)
+    run = {"model": str(arguments.model), "settings": base}
+    check_same_run(dst, run, arguments.overwrite)
     inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
+    write_text_atomic(dst / RUN_FILE, json.dumps(run, indent=2) + "\n")  # only now: a run that never started binds nothing
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights): its outputs are noise, the metrics only exercise the harness.", arguments.model)
     learned = load_metrics(arguments) if arguments.metric else None
@@ -136,7 +138,7 @@ def prepare_dst(dst: Path, methods: list[str]) -> Path:
 
 
 def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to resume into a --dst made with another model or other settings (unless --overwrite)."""
+    """Refuse to resume into a --dst made with another model or other settings (unless --overwrite); run.json says."""
     path = dst / RUN_FILE
     if path.is_file() and not overwrite:
         try:
@@ -150,7 +152,6 @@ def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
                 f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to resume, "
                 "or --overwrite to make every output again."
             )
-    write_text_atomic(path, json.dumps(run, indent=2) + "\n")
 
 
 def load_metrics(arguments: argparse.Namespace):
