@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inpaintkit.inpainter import Inpainter
@@ -303,3 +304,21 @@ def test_a_csv_listing_without_the_needed_columns_is_refused(tmp_path, tiny9, ca
     listing.write_text("picture,prompt\na.png,cat\n")
     code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", listing, "--dst", tmp_path / "out", "--model", tiny9], capsys)
     assert_one_line_error(code, err, "needs a header with columns image, mask, prompt")
+
+
+def test_a_sample_that_runs_out_of_memory_is_skipped_and_the_run_goes_on(tmp_path, tiny9, capsys, monkeypatch):
+    dataset = write_dataset(tmp_path / "dataset")
+    original_run = Inpainter.run
+
+    def run_out_of_memory_on_b(self, image, *args, **kwargs):
+        if np.array_equal(np.asarray(image), gradient_image(SIZE, SIZE, seed=1)):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original_run(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(Inpainter, "run", run_out_of_memory_on_b)
+    dst = tmp_path / "results"
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["a.png", "c.png"]
+    skipped = json.loads((dst / "summary.json").read_text())["skipped"]
+    assert {"sample": "b", "method": "blend", "reason": "out of memory (try --crop-padding or a smaller image)"} in skipped

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..errors import InputError
@@ -89,6 +90,11 @@ def _output(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str,
                 image, parameters = evaluation.generate(sample, pixels, method)
             except InputError as error:
                 _skip(outcome, Skip(sample.name, str(error), method))
+                on_output(path, "skipped")
+                return None
+            except (MemoryError, torch.OutOfMemoryError):  # one huge sample must not end a long run
+                _free_cuda_cache()
+                _skip(outcome, Skip(sample.name, "out of memory (try --crop-padding or a smaller image)", method))
                 on_output(path, "skipped")
                 return None
             save_png(image, path, parameters, overwrite=True)
@@ -191,6 +197,11 @@ def _kid(learned: LearnedMetrics, crops: KidCrops, outcome: Outcome) -> None:
             outcome.kid[method] = kernel_inception_distance(reference, crops.outputs.get(method, []), learned.kid_features)
         except ValueError as error:  # too few samples
             outcome.kid_errors[method] = str(error)
+
+
+def _free_cuda_cache() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _skip(outcome: Outcome, skip: Skip) -> None:
