@@ -1,0 +1,162 @@
+"""The web UI's handlers: Run (one job on the loaded model), Stop, the mask preview and 'use result as input'."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import io
+import logging
+import threading
+from typing import Any, Iterator, Optional
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import Cancelled, InputError
+from ..io import png_metadata
+from ..methods import METHOD_OPTIONS
+from ..settings import FIELD_KINDS, InpaintSettings
+from .editor import job_image_and_mask, mask_overlay
+
+log = logging.getLogger("inpaintkit")
+
+# The Run handler's parameters that are InpaintSettings fields; the rest (image, mask, only_masked) are read apart.
+SETTING_PARAMETERS = (
+    "prompt", "negative_prompt", "method", "guidance", "steps", "strength", "seed", "num_images", "scheduler",
+    "mask_grow", "mask_blur", "crop_padding", "fill", "color_match", "paste_back", *METHOD_OPTIONS,
+)
+
+
+class InpaintJobs:
+    """Handlers around one loaded Inpainter. One job uses the model at a time; Stop ends a session's job between steps."""
+
+    def __init__(self, inpainter):
+        self.inpainter = inpainter
+        self.model_lock = threading.Lock()  # a stopped job can still be finishing its step when the next one starts
+        self.stop_switches: dict[Optional[str], threading.Event] = {}
+
+    def inpaint(
+        self, image: Optional[dict], prompt: str, negative_prompt: str, method: str,
+        guidance: float, steps: int, strength: float, seed: Optional[float], num_images: int, scheduler: str,
+        mask_grow: int, mask_blur: int, only_masked: bool, crop_padding: Optional[float], fill: str, color_match: bool,
+        paste_back: bool, blend_start: Optional[float], mask_dilation_iterations: Optional[int], reconstruct: Optional[str],
+        jump_length: Optional[int], jump_n_sample: Optional[int], known_t: Optional[int], mask: Optional[str] = None,
+        request: gr.Request = None, progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[tuple[Image.Image, str]], str, int]:
+        """Inpaint the editor's image where the mask is painted and/or uploaded: (gallery items, first seed used, selected result).
+
+        The parameters are the API's (gradio_client: `api_name="/inpaint"`); the mask file is last, so that it is optional.
+        """
+        values = {name: value for name, value in locals().items() if name in SETTING_PARAMETERS}
+        with shown_as_messages():
+            pixels, mask_values = job_image_and_mask(image, mask)
+            settings = job_settings(values, only_masked)
+            self.inpainter.check(settings)  # a bad combination fails at once, without waiting for the model
+            with self.stop_switch(request) as stop, self.model_lock:
+                def on_step(step: int, total: int, latents) -> bool:
+                    progress((step, total), desc="denoising", unit="steps")
+                    return not stop.is_set()
+
+                images = self.inpainter.run(pixels, mask_values, settings, callback=on_step)
+        results = [(with_png_text(each), f"seed {each.info['inpaintkit']['seed']}") for each in images]
+        return results, str(images[0].info["inpaintkit"]["seed"]), 0
+
+    def stop(self, request: gr.Request = None) -> None:
+        """Ask this session's running job to stop after its current step."""
+        switch = self.stop_switches.get(session_of(request))
+        if switch is not None:
+            switch.set()
+
+    @contextlib.contextmanager
+    def stop_switch(self, request: Optional[gr.Request]) -> Iterator[threading.Event]:
+        session = session_of(request)
+        switch = self.stop_switches[session] = threading.Event()
+        try:
+            yield switch
+        finally:
+            if self.stop_switches.get(session) is switch:
+                del self.stop_switches[session]
+
+
+def session_of(request: Optional[gr.Request]) -> Optional[str]:
+    return getattr(request, "session_hash", None)
+
+
+def job_settings(values: dict[str, Any], only_masked: bool) -> InpaintSettings:
+    """InpaintSettings from the UI's values: -1 or an empty seed is random, method options only for the chosen method."""
+    values = {name: whole_if_integral(value) if FIELD_KINDS[name] == "whole" else value for name, value in values.items()}
+    if values["seed"] is None or (isinstance(values["seed"], int) and values["seed"] < 0):
+        values["seed"] = None
+    if not only_masked:
+        values["crop_padding"] = None
+    for option, owner in METHOD_OPTIONS.items():
+        if owner != values["method"]:
+            values[option] = None  # the hidden fields of other methods keep their values but do not apply
+    return InpaintSettings.from_options(**values)
+
+
+def whole_if_integral(value: Any) -> Any:
+    """Gradio's numbers and sliders may arrive as floats (2.0); a whole number is meant. Other values are left to the settings' check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def with_png_text(image: Image.Image) -> Image.Image:
+    """The image re-read from a PNG carrying its settings as text, so the gallery's PNG (and its download) keeps them."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_metadata(image.info["inpaintkit"]))
+    buffer.seek(0)
+    return Image.open(buffer)
+
+
+@contextlib.contextmanager
+def shown_as_messages() -> Iterator[None]:
+    """User errors become one sentence in the UI; anything unexpected is logged here and shown as one generic line."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except InputError as error:
+        raise gr.Error(html.escape(str(error)), print_exception=False) from None
+    except Cancelled:
+        raise gr.Error("Stopped; no images were made.", title="Stopped", print_exception=False) from None
+    except (MemoryError, torch.OutOfMemoryError):
+        raise gr.Error("Out of memory; make fewer images, tick 'Only masked', or use a smaller image.", print_exception=False) from None
+    except Exception:
+        log.exception("The web UI's job failed")
+        raise gr.Error("Something went wrong on the server (the details are in its log); try other settings.", print_exception=False) from None
+
+
+def preview_mask(image: Optional[dict], mask: Optional[str]) -> Optional[np.ndarray]:
+    """The image with the job's mask (painted strokes and uploaded mask together) tinted over it; None while there is none."""
+    if not image or image.get("background") is None:
+        return None
+    try:
+        return mask_overlay(*job_image_and_mask(image, mask))
+    except InputError as error:
+        if mask:  # a mask that does not fit the image is worth saying at once; no strokes yet is not
+            gr.Warning(html.escape(str(error)))
+        return None
+
+
+def use_result(results: Optional[list], selected: int, mask: Optional[str]) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+    """The selected result as the editor's new picture, without strokes, to keep editing; and the preview of the
+    uploaded mask (if any, it still applies) over it."""
+    if not results:
+        gr.Warning("There is no result yet; press Run first.")
+        return gr.skip(), gr.skip()
+    path = results[min(selected, len(results) - 1)][0]
+    with Image.open(path) as picture:
+        preview = preview_mask({"background": picture.convert("RGBA"), "layers": []}, mask)
+    return {"background": path, "layers": [], "composite": path}, preview
+
+
+def clear_mask(image: Optional[dict]) -> tuple[Optional[dict[str, Any]], None, None]:
+    """The editor's picture without strokes, no uploaded mask, and so no preview."""
+    background = (image or {}).get("background")
+    return (None if background is None else {"background": background, "layers": [], "composite": background}), None, None
+
+
+def selected_index(event: gr.SelectData) -> int:
+    return event.index

@@ -1,0 +1,69 @@
+"""Helpers for the web UI tests: serving an app on a free port, and an Inpainter that records (and can hold) its jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from typing import Iterator
+
+from inpaintkit.errors import Cancelled
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--disable-quic",
+]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it); the app binds it right after."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(inpainter, *, max_queue: int = 4, max_file_size_mb: int = 1) -> Iterator[str]:
+    """Build the app around `inpainter`, serve it on a free port the way `inpaintkit ui` does, yield its URL, close it."""
+    from inpaintkit.ui import build_app, start
+
+    demo = build_app(inpainter, max_queue=max_queue)
+    url = start(demo, port=free_port(), max_file_size_mb=max_file_size_mb)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+class InstrumentedInpainter:
+    """A real Inpainter that records each job's inputs and how it ended; `hold=True` parks each job at its first step
+    (after announcing `started`) until `release` is set, so a test can act while a job runs."""
+
+    def __init__(self, inner, hold: bool = False):
+        self.inner = inner
+        self.hold = hold
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.jobs: list[dict] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def run(self, pixels, mask, settings, callback=None):
+        job = {"pixels": pixels, "mask": mask, "settings": settings, "steps": 0, "outcome": "running"}
+        self.jobs.append(job)
+
+        def on_step(step, total, latents):
+            job["steps"] += 1
+            if self.hold:
+                self.started.set()
+                self.release.wait(30)
+            return callback(step, total, latents)
+
+        try:
+            images = self.inner.run(pixels, mask, settings, on_step)
+        except Cancelled:
+            job["outcome"] = "cancelled"
+            raise
+        job["outcome"] = "finished"
+        return images
