@@ -20,6 +20,7 @@ from .io import check_writable
 from .methods import METHOD_NAMES, METHODS
 from .methods.bld import RECONSTRUCTIONS
 from .models import DEFAULT_MODEL
+from .acceleration import AUTO_TILING_PIXELS, TILING_MODES
 from .schedulers import SCHEDULER_NAMES
 from .settings import InpaintSettings
 from .evaluation.commands import DEFAULT_SEED
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--overwrite", action="store_true", help="make every output again (by default a re-run resumes, skipping finished outputs)")
     add_evaluation_arguments(bench)
     add_model_arguments(bench)
+    add_speed_arguments(bench)
     add_settings_arguments(bench, seed_help=f"seed for every sample and method (default {DEFAULT_SEED})")
 
     metrics = commands.add_parser("metrics", help="score existing outputs of any tool", description="Score predictions (PRED/METHOD/NAME.png, or PRED/NAME.png) against a dataset.")
@@ -118,6 +120,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags shared by run and outpaint; their names are InpaintSettings' fields."""
     parser.add_argument("--prompt", default="", help="what to paint in the masked region")
     add_model_arguments(parser)
+    add_speed_arguments(parser)
     generation = add_settings_arguments(parser, seed_help="random seed (default: random, printed and stored); image k uses seed + k")
     methods_help = "; ".join(f"{name}: {method.summary.rstrip('.')}" for name, method in METHODS.items())
     generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
@@ -166,6 +169,25 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     learned.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP model for the CLIP score: hub id or local folder (default {DEFAULT_CLIP_MODEL})")
     learned.add_argument("--kid-features", default="inception", choices=KID_FEATURES, help="KID feature extractor: inception (needs torch-fidelity and its weights) or clip (the --clip-model's image tower)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Speed and memory options (acceleration.py); none changes pixels beyond float rounding except VAE tiling."""
+    group = parser.add_argument_group("speed and memory")
+    group.add_argument("--compile", action="store_true", help="torch.compile the UNet (the first image of each size compiles: slow once, faster after)")
+    group.add_argument("--vae-tiling", default="auto", choices=TILING_MODES, help=f"decode/encode in tiles: auto = above {AUTO_TILING_PIXELS // 2**20} megapixel (recorded in the metadata)")
+    group.add_argument("--offload", action="store_true", help="keep models in CPU memory and move each to the GPU while it runs (small GPUs; CUDA only)")
+    group.add_argument("--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul")
+
+
+def inpainter_from_arguments(arguments: argparse.Namespace):
+    """Load the model the way the arguments say (model, device, dtype, config and the speed options)."""
+    from .inpainter import Inpainter
+
+    return Inpainter.from_pretrained(
+        arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config,
+        compile=arguments.compile, vae_tiling=arguments.vae_tiling, offload=arguments.offload, fuse_qkv=arguments.fuse_qkv,
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,11 +258,10 @@ def command_outpaint(arguments: argparse.Namespace) -> int:
 
 def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, mask) -> int:
     """Load the model, inpaint, write the outputs: the part run and outpaint share."""
-    from .inpainter import Inpainter
     from .io import save_png
 
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
-    inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    inpainter = inpainter_from_arguments(arguments)
     inpainter.check(settings)  # a method the checkpoint or scheduler cannot run fails before any work
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
+from .acceleration import set_vae_tiling
 from .errors import Cancelled
 from .models import Components
 from .schedulers import make_scheduler
@@ -87,6 +88,7 @@ def denoise(
         masked_image = image * (pixel_mask < 0.5)
 
         # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
+        set_vae_tiling(components.vae, components.acceleration.tiles(*pixels.shape[:2]))
         state, latents, condition = prepare_latents(
             components, method, settings, scheduler, timesteps, generators, image, pixel_mask, masked_image, change_map
         )

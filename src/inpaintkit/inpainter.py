@@ -19,7 +19,8 @@ from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
 from .masks import MaskRegions, mask_regions, pad_to_multiple
 from .methods import Method, resolve_method
-from .models import DEFAULT_MODEL, Capabilities, Components, load_components
+from .acceleration import Acceleration, accelerate
+from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
 from .outpaint import expand_canvas
 from .settings import InpaintSettings
 
@@ -43,9 +44,25 @@ class Inpainter:
         device: str = "auto",
         dtype: str = "auto",
         config: str | Path | None = None,
+        compile: bool = False,
+        vae_tiling: str = "auto",
+        offload: bool = False,
+        fuse_qkv: bool = False,
     ) -> "Inpainter":
-        """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file (with `config` offline)."""
-        return cls(load_components(model, device=device, dtype=dtype, config=config))
+        """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file (with `config` offline).
+
+        Speed and memory options (see acceleration.py): `compile` the UNet, `vae_tiling` "auto"/"on"/"off",
+        `offload` models to the CPU between uses (CUDA only), `fuse_qkv` attention projections.
+        """
+        acceleration = Acceleration(compile=compile, vae_tiling=vae_tiling, offload=offload, fuse_qkv=fuse_qkv)
+        torch_device = resolve_device(device)
+        acceleration.check(torch_device)  # before the slow load
+        # With offload the weights load to the CPU and each model visits the GPU only while it runs.
+        load_device = "cpu" if offload else device
+        components = load_components(model, device=load_device, dtype=resolve_dtype(dtype, torch_device), config=config)
+        components.device = torch_device
+        accelerate(components, acceleration)
+        return cls(components)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -98,13 +115,14 @@ class Inpainter:
         method = self.check(settings)
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
+        tiled = False
         if regions.repaint.any():
-            generated = self._generate(pixels, regions, settings, method, callback)
+            generated, tiled = self._generate(pixels, regions, settings, method, callback)
         else:
             log.warning("The mask is empty (all black%s); returning the input unchanged.", " after --mask-grow" if mask_values.max() >= 0.5 else "")
             generated = np.repeat(pixels[None], settings.num_images, axis=0)
         images = [self._finish(each, pixels, regions, settings, method) for each in generated]
-        return [self._with_parameters(Image.fromarray(each), settings, method, seed) for each, seed in zip(images, settings.seeds())]
+        return [self._with_parameters(Image.fromarray(each), settings, method, seed, tiled) for each, seed in zip(images, settings.seeds())]
 
     def check(self, settings: InpaintSettings) -> Method:
         """The method these settings ask for, checked against this model and its scheduler (cheap, no inference)."""
@@ -115,27 +133,29 @@ class Inpainter:
         build_scheduler(method, settings, self.components.scheduler_config)
         return method
 
-    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> np.ndarray:
-        """Fill the hole, cut the crop window (if asked), run the engine, and put the window back."""
+    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> tuple[np.ndarray, bool]:
+        """Fill the hole, cut the crop window (if asked), run the engine, and put the window back.
+
+        Also returns whether the VAE worked in tiles (it depends on the size the engine ran at)."""
         filled = fill_masked(pixels, regions.repaint, settings.fill, seed=settings.seed)
         if settings.crop_padding is None:
             return self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
         window = crop_window(regions.weight > 0, settings.crop_padding, self.capabilities.native_size)
         work_pixels, work_repaint = crop_to_window(filled, regions.repaint, window)
         work_change = None if regions.change is None else crop_map(regions.change, window)
-        outputs = self._denoise_padded(work_pixels, work_repaint, work_change, settings, method, callback)
-        return np.stack([paste_window(pixels, each, window) for each in outputs])
+        outputs, tiled = self._denoise_padded(work_pixels, work_repaint, work_change, settings, method, callback)
+        return np.stack([paste_window(pixels, each, window) for each in outputs]), tiled
 
-    def _denoise_padded(self, pixels, repaint, change, settings, method, callback) -> np.ndarray:
+    def _denoise_padded(self, pixels, repaint, change, settings, method, callback) -> tuple[np.ndarray, bool]:
         """Run the engine on a copy padded to a multiple of the VAE factor, then crop back."""
         height, width = repaint.shape
         factor = self.capabilities.vae_scale_factor
+        padded = pad_to_multiple(pixels, factor, mode="edge")
         padded_change = None if change is None else pad_to_multiple(change, factor, mode="constant")
         output = denoise(
-            self.components, method, pad_to_multiple(pixels, factor, mode="edge"),
-            pad_to_multiple(repaint, factor, mode="constant"), settings, callback, padded_change,
+            self.components, method, padded, pad_to_multiple(repaint, factor, mode="constant"), settings, callback, padded_change,
         )
-        return output[:, :height, :width]
+        return output[:, :height, :width], self.components.acceleration.tiles(*padded.shape[:2])
 
     @staticmethod
     def _finish(generated: np.ndarray, original: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method) -> np.ndarray:
@@ -147,10 +167,13 @@ class Inpainter:
             generated = match_color(generated, original, regions.repaint)
         return paste_back(generated, original, regions.weight) if settings.paste_back else generated
 
-    def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int) -> Image.Image:
+    def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int, tiled: bool) -> Image.Image:
+        acceleration = self.components.acceleration
         parameters = {
             **settings.as_dict(), "seed": seed, "method": method.name, "model": self.components.name, "inpaintkit": __version__,
             "device": self.components.device.type, "dtype": str(self.components.dtype).removeprefix("torch."),
+            # The options that can change pixels (beyond float rounding) are recorded with the image.
+            "vae_tiling": tiled, "compile": acceleration.compile, "fuse_qkv": acceleration.fuse_qkv,
         }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
         if self.capabilities.untrained:

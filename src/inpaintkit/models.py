@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .acceleration import Acceleration
 from .errors import InputError, first_line
 from .tiny import is_untrained
 
@@ -59,6 +60,7 @@ class Components:
     device: torch.device
     dtype: torch.dtype
     capabilities: Capabilities
+    acceleration: Acceleration = field(default_factory=Acceleration)  # set by acceleration.accelerate
 
 
 def resolve_device(device: str) -> torch.device:
@@ -74,8 +76,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA, fp32 on CPU."""
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA, fp32 on CPU; a torch.dtype passes through."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
@@ -87,7 +91,7 @@ def load_components(
     model: str | Path = DEFAULT_MODEL,
     *,
     device: str = "auto",
-    dtype: str = "auto",
+    dtype: str | torch.dtype = "auto",
     config: str | Path | None = None,
 ) -> Components:
     """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file.

@@ -24,7 +24,7 @@ DEFAULT_SEED = 0
 
 
 def command_bench(arguments: argparse.Namespace) -> int:
-    from ..inpainter import Inpainter
+    from ..cli import inpainter_from_arguments
 
     methods = parse_methods(arguments.pipeline)
     base = bench_settings_base(arguments)
@@ -34,7 +34,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     dst = prepare_dst(arguments.dst, methods)
     run = {"model": str(arguments.model), "settings": base}
     check_same_run(dst, run, arguments.overwrite)
-    inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    inpainter = inpainter_from_arguments(arguments)
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
     write_text_atomic(dst / RUN_FILE, json.dumps(run, indent=2) + "\n")  # only now: a run that never started binds nothing

@@ -1,0 +1,148 @@
+"""inpaintkit vs diffusers' StableDiffusionInpaintPipeline on the same components, side by side.
+
+    python benchmarks/bench_engine.py --arch tiny --size 64 --steps 10 --device cpu
+    python benchmarks/bench_engine.py --arch sd15 --size 512 --steps 50 --device cuda
+
+In one process, alternating job by job: inpaintkit `native` (9-channel UNet) against diffusers with
+the same 9-channel UNet, and inpaintkit `blend` (4-channel UNet) against diffusers with that 4-channel
+UNet (diffusers then blends latents as `blend` does). Same seed, steps, guidance 7.5, strength 1,
+prompt and negative prompt; inpaintkit with its defaults (paste-back on). Prints, per pair: median
+seconds per image, the ratio inpaintkit/diffusers, seconds per UNet step, and peak memory (RSS on
+CPU, torch.cuda.max_memory_allocated on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sd15_model import write_sd15_architecture  # noqa: E402
+
+from inpaintkit import Inpainter, __version__  # noqa: E402
+from inpaintkit.evaluation.measure import measured  # noqa: E402
+from inpaintkit.tiny import make_tiny_model  # noqa: E402
+
+PROMPT, NEGATIVE, SEED, GUIDANCE = "a red bicycle", "blurry", 0, 7.5
+
+
+def picture(size: int) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size]
+    return np.stack([x * 255 // size, y * 255 // size, (x + y) * 255 // (2 * size)], axis=2).astype(np.uint8)
+
+
+def centred_mask(size: int) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
+    return mask
+
+
+def model_folder(root: Path, arch: str, channels: int) -> Path:
+    folder = root / f"{arch}-{channels}"
+    if arch == "sd15":
+        return write_sd15_architecture(folder, unet_in_channels=channels)
+    if not (folder / "model_index.json").is_file():
+        make_tiny_model(folder, unet_in_channels=channels)
+    return folder
+
+
+def diffusers_job(folder: Path, device: str, dtype: torch.dtype, size: int, steps: int) -> Callable[[], None]:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    pipeline = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    pipeline = pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    image, mask = Image.fromarray(picture(size)), Image.fromarray(centred_mask(size))
+
+    def run() -> None:
+        generator = torch.Generator("cpu").manual_seed(SEED)
+        pipeline(PROMPT, image=image, mask_image=mask, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=GUIDANCE,
+                 height=size, width=size, generator=generator, output_type="np")
+
+    return run
+
+
+def inpaintkit_job(inpainter: Inpainter, method: str, size: int, steps: int) -> Callable[[], None]:
+    image, mask = picture(size), centred_mask(size)
+
+    def run() -> None:
+        inpainter(image, mask, PROMPT, negative_prompt=NEGATIVE, method=method, steps=steps, guidance=GUIDANCE, seed=SEED)
+
+    return run
+
+
+def timed(job: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    with measured(device) as measurement:
+        job()
+    return measurement.seconds, measurement.peak_memory_mb or float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the model's native size)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
+    arguments = parser.parse_args()
+
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    device = torch.device(arguments.device)
+    jobs: dict[str, Callable[[], None]] = {}
+    for method, channels in (("native", 9), ("blend", 4)):
+        folder = model_folder(arguments.model_dir, arguments.arch, channels)
+        inpainter = Inpainter.from_pretrained(folder, device=arguments.device, dtype=arguments.dtype)
+        size = arguments.size or inpainter.capabilities.native_size
+        jobs[f"inpaintkit {method}"] = inpaintkit_job(inpainter, method, size, arguments.steps)
+        jobs[f"diffusers ({channels}-channel UNet)"] = diffusers_job(folder, arguments.device, inpainter.components.dtype, size, arguments.steps)
+        dtype = inpainter.components.dtype
+
+    for job in jobs.values():  # warm-up: first-call allocations and kernel selection are not what we measure
+        job()
+    seconds: dict[str, list[float]] = {name: [] for name in jobs}
+    memory: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(arguments.repeats):
+        for name, job in jobs.items():  # alternate, so drift hits every job alike
+            elapsed, peak = timed(job, device)
+            seconds[name].append(elapsed)
+            memory[name].append(peak)
+
+    memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process"
+    print(f"# bench_engine, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
+          f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads")
+    print(f"# arch {arguments.arch} (random weights), {size}x{size}, {arguments.steps} steps, guidance {GUIDANCE} (CFG), "
+          f"{str(dtype).removeprefix('torch.')}, median of {arguments.repeats} after a warm-up")
+    print(f"| job | median s/image | ratio inpaintkit/diffusers | s per UNet step | peak memory MB ({memory_kind}) | every run (s) |")
+    print("|---|---|---|---|---|---|")
+    names = list(jobs)
+    for ours, theirs in zip(names[::2], names[1::2]):
+        for name in (ours, theirs):
+            median = statistics.median(seconds[name])
+            ratio = f"{median / statistics.median(seconds[theirs]):.3f}" if name == ours else ""
+            runs = ", ".join(f"{value:.3f}" for value in seconds[name])
+            print(f"| {name} | {median:.3f} | {ratio} | {median / arguments.steps:.4f} | {max(memory[name]):.0f} | {runs} |")
+
+
+def _machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+if __name__ == "__main__":
+    main()
