@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- HTTP service (issue 7): arguments here, the app in server.py ---------------------------
     serve = commands.add_parser("serve", help="run the HTTP inpainting service", description="A FastAPI service: POST /v1/inpaint with an image, a mask and settings.")
     add_model_arguments(serve)
+    add_speed_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     from .server.config import MIB, ServiceConfig  # the limits' defaults only: no web library is imported

@@ -1,0 +1,288 @@
+"""The FastAPI app: routes, API key, error replies; the work itself is Inpainter's, run by the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import io
+import time
+from contextlib import asynccontextmanager
+from typing import Any, Callable, Optional
+
+import anyio
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
+from pydantic import BaseModel
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+
+from .. import __version__
+from ..errors import InputError
+from ..inpainter import Inpainter
+from ..io import load_image_and_mask, png_metadata
+from ..methods import METHODS
+from ..schedulers import SCHEDULER_NAMES
+from ..settings import InpaintSettings
+from .config import ServiceConfig
+from .errors import CLIENT_CLOSED, ServiceError
+from .forms import request_body_schema, settings_from_form, uploaded_file
+from .limits import decode_image, read_body
+from .logs import AccessLog
+from .worker import InferenceWorker, Job, deadline_error
+
+DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class InpaintResult(BaseModel):
+    images: list[str]  # base64 PNGs, each with its settings in the PNG's metadata
+    seeds: list[int]  # image k's seed
+    seed: int  # the first image's seed
+    settings: dict[str, Any]  # the first image's settings, as stored in its metadata
+
+
+class Status(BaseModel):
+    status: str  # alive; or ready, loading, failed, closing
+    queued: Optional[int] = None  # jobs waiting for the worker
+    error: Optional[str] = None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    ready: bool
+    untrained: Optional[bool] = None
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    capabilities: Optional[dict[str, Any]] = None
+
+
+class MethodInfo(BaseModel):
+    name: str
+    summary: str
+    options: dict[str, Any]  # this method's options and their defaults
+
+
+class ModelsResult(BaseModel):
+    models: list[ModelInfo]
+    methods: list[MethodInfo]
+    schedulers: list[str]
+    defaults: dict[str, Any]  # every setting and its default
+    limits: dict[str, Any]
+
+
+def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceConfig = ServiceConfig(), model_name: Optional[str] = None) -> FastAPI:
+    """The service over a loaded Inpainter, or over a loader the worker thread calls at startup (see /readyz)."""
+    worker = InferenceWorker(inpainter, config.max_queue)
+    model_name = model_name or (inpainter.components.name if isinstance(inpainter, Inpainter) else "model")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        worker.start()
+        yield
+        await anyio.to_thread.run_sync(worker.stop, config.timeout)
+
+    app = FastAPI(
+        title="inpaintkit", version=__version__, lifespan=lifespan,
+        description="Text-guided image inpainting. POST an image, a mask and settings to /v1/inpaint; see the README's HTTP service section.",
+    )
+    app.state.worker, app.state.config = worker, config
+    app.add_middleware(AccessLog)
+    add_error_handlers(app)
+    guarded = [Security(require_api_key)] if config.api_key else []
+    errors = {status: {"model": ErrorBody} for status in (400, 406, 408, 413, 415, 422, 429, 503, 504)}
+    if config.api_key:
+        errors[401] = {"model": ErrorBody}
+
+    @app.get("/healthz", response_model=Status, response_model_exclude_none=True, summary="Alive (the process answers)")
+    async def healthz() -> Status:
+        return Status(status="alive")
+
+    @app.get("/readyz", response_model=Status, responses={503: {"model": Status}}, summary="Ready (the model is loaded and jobs are taken)")
+    async def readyz():
+        state = worker.state
+        error = None if worker.load_error is None else str(worker.load_error)
+        status = Status(status=state, queued=worker.queued, error=error)
+        return JSONResponse(status.model_dump(exclude_none=True), status_code=200 if state == "ready" else 503)
+
+    @app.get("/v1/models", response_model=ModelsResult, dependencies=guarded, responses={401: {"model": ErrorBody}} if config.api_key else {})
+    async def models() -> ModelsResult:
+        return describe_service(worker, model_name, config)
+
+    @app.post(
+        "/v1/inpaint", dependencies=guarded, openapi_extra={"requestBody": request_body_schema()},
+        summary="Inpaint an image", description="Returns the PNG with `Accept: image/png`, else JSON with base64 PNGs, seeds and settings.",
+        responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "model": InpaintResult}, **errors},
+    )
+    async def inpaint(request: Request) -> Response:
+        deadline = time.monotonic() + config.timeout
+        require_multipart(request)
+        png_wanted = wants_png(request.headers.get("accept", ""))
+        try:
+            with anyio.fail_after(config.timeout):
+                body = await read_body(request, config.max_body)
+        except TimeoutError:
+            raise ServiceError(408, f"The request body did not arrive within {config.timeout:g} s.") from None
+        form = await parse_form(request, body)
+        try:
+            image, mask, settings = await anyio.to_thread.run_sync(prepare_job, worker, config, form, png_wanted)
+        finally:
+            await form.close()
+        job = Job(image, mask, settings, deadline, config.timeout)
+        try:
+            worker.submit(job)
+            images = await wait_for(job, request)
+        finally:
+            request.state.log.update(job.timings())
+        return await anyio.to_thread.run_sync(render, images, png_wanted)
+
+    return app
+
+
+async def require_api_key(
+    request: Request,
+    key: Optional[str] = Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+    bearer: Optional[HTTPAuthorizationCredentials] = Security(HTTPBearer(auto_error=False)),
+) -> None:
+    """The configured key, from X-API-Key or Authorization: Bearer, compared in constant time."""
+    given = key or (bearer.credentials if bearer else None)
+    expected = request.app.state.config.api_key
+    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise ServiceError(401, "A valid API key is required: send it as the X-API-Key header or Authorization: Bearer KEY.", {"WWW-Authenticate": "Bearer"})
+
+
+def require_multipart(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "multipart/form-data":
+        raise ServiceError(415, f"Send multipart/form-data with an image file field, not {content_type or 'a body without a Content-Type'}.")
+
+
+def wants_png(accept: str) -> bool:
+    """PNG when Accept names image/png before any application/json; JSON otherwise (also for */* or none)."""
+    media_types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if "image/png" not in media_types:
+        return False
+    return "application/json" not in media_types or media_types.index("image/png") < media_types.index("application/json")
+
+
+async def parse_form(request: Request, body: bytes) -> FormData:
+    """Parse the (already size-checked) body as multipart."""
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        return await Request(request.scope, replay).form(max_files=3, max_fields=64)
+    except HTTPException as error:  # Starlette's multipart errors: malformed body, too many parts, a huge field
+        raise ServiceError(400, f"The multipart body could not be parsed ({error.detail}).") from None
+
+
+def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool) -> tuple[Image.Image, Optional[Image.Image], InpaintSettings]:
+    """Everything checked before the job may queue: settings, images (limits first), then the CLI's own checks."""
+    settings = settings_from_form(form)
+    if settings.num_images > config.max_images:
+        raise ServiceError(422, f"This service makes at most {config.max_images} images per request, got num_images {settings.num_images}.")
+    if png_wanted and settings.num_images > 1:
+        raise ServiceError(406, "Accept: image/png returns one image; ask for application/json to get several.")
+    image_bytes = uploaded_file(form, "image")
+    if image_bytes is None:
+        raise ServiceError(400, "The image file field is missing.")
+    mask_bytes = uploaded_file(form, "mask")
+    image = decode_image(image_bytes, "image", config.max_pixels)
+    mask = None if mask_bytes is None else decode_image(mask_bytes, "mask", config.max_pixels)
+    inpainter = worker.inpainter
+    if inpainter is None or worker.state != "ready":
+        raise not_ready(worker)
+    try:
+        load_image_and_mask(image, mask)  # mask size, alpha as the mask: the CLI's checks and messages
+        inpainter.check(settings)  # a method or scheduler this model cannot run
+    except InputError as error:
+        raise ServiceError(422, str(error)) from None
+    return image, mask, settings
+
+
+def not_ready(worker: InferenceWorker) -> ServiceError:
+    if worker.state == "closing":
+        return ServiceError(503, "The service is shutting down.", {"Retry-After": "5"})
+    if worker.state == "failed":
+        return ServiceError(503, "The model failed to load; see /readyz.")
+    return ServiceError(503, "The model is still loading; retry in a moment.", {"Retry-After": "5"})
+
+
+async def wait_for(job: Job, request: Request) -> list[Image.Image]:
+    """The job's images; cancels the job when its deadline passes (504) or its client disconnects."""
+    try:
+        while True:
+            remaining = job.deadline - time.monotonic()
+            if remaining <= 0:
+                raise deadline_error(job.timeout)
+            done, _ = await asyncio.wait({job.future}, timeout=min(DISCONNECT_POLL_S, remaining))
+            if done:
+                return job.future.result()
+            if await request.is_disconnected():
+                request.state.log["status"] = CLIENT_CLOSED
+                raise ServiceError(CLIENT_CLOSED, "The client disconnected; the job was cancelled.")
+    finally:
+        if not job.future.done():
+            job.cancel()  # stops it between steps, or before it starts
+
+
+def render(images: list[Image.Image], png_wanted: bool) -> Response:
+    parameters = [each.info["inpaintkit"] for each in images]
+    seeds = [each["seed"] for each in parameters]
+    if png_wanted:
+        return Response(png_bytes(images[0]), media_type="image/png", headers={"X-Inpaintkit-Seed": str(seeds[0])})
+    encoded = [base64.b64encode(png_bytes(each)).decode("ascii") for each in images]
+    return JSONResponse(InpaintResult(images=encoded, seeds=seeds, seed=seeds[0], settings=parameters[0]).model_dump())
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The PNG with its settings in the metadata, as `inpaintkit run` writes it."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_metadata(image.info["inpaintkit"]))
+    return buffer.getvalue()
+
+
+def describe_service(worker: InferenceWorker, model_name: str, config: ServiceConfig) -> ModelsResult:
+    inpainter = worker.inpainter
+    model = ModelInfo(id=model_name, ready=worker.state == "ready")
+    if inpainter is not None:
+        components = inpainter.components
+        model = model.model_copy(update={
+            "untrained": components.capabilities.untrained, "device": str(components.device),
+            "dtype": str(components.dtype).removeprefix("torch."), "capabilities": components.capabilities.describe(),
+        })
+    return ModelsResult(
+        models=[model],
+        methods=[MethodInfo(name=method.name, summary=method.summary, options=dict(method.defaults)) for method in METHODS.values()],
+        schedulers=list(SCHEDULER_NAMES),
+        defaults=InpaintSettings().as_dict(),
+        limits={"max_queue": config.max_queue, "max_pixels": config.max_pixels, "max_body": config.max_body, "timeout_s": config.timeout, "max_images": config.max_images},
+    )
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is `{"error": "..."}` with its status, and its message goes into the request's log line."""
+
+    def reply(request: Request, status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+        request.state.log["error"] = message
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, error: ServiceError):
+        return reply(request, error.status, error.message, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException):
+        return reply(request, error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        first = error.errors()[0] if error.errors() else {"msg": "invalid request"}
+        return reply(request, 422, f"{' '.join(str(part) for part in first.get('loc', ()))}: {first['msg']}".strip(": "))

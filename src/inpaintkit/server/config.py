@@ -1,0 +1,34 @@
+"""The service's limits, validated once (the CLI's flags and create_app's callers share them)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from ..errors import InputError
+from ..io import MAX_IMAGE_PIXELS
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    max_queue: int = 16  # jobs that may wait for the worker; one more is answered 429
+    max_pixels: int = 4096 * 4096  # per image or mask, read from the header before decoding
+    max_body: int = 50 * MIB  # request body, in bytes
+    timeout: float = 300.0  # seconds from a request's arrival to its answer; then the job is cancelled (504)
+    max_images: int = 4  # num_images one request may ask for
+    api_key: Optional[str] = None  # when set, /v1/* needs it (X-API-Key or Authorization: Bearer)
+
+    def __post_init__(self) -> None:
+        for name in ("max_queue", "max_pixels", "max_body", "max_images"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"The service's {name.replace('_', '-')} must be a whole number of at least 1, got {value!r}.")
+        if self.max_pixels > MAX_IMAGE_PIXELS:
+            raise InputError(f"The service's max-pixels can be at most Pillow's decompression-bomb limit {MAX_IMAGE_PIXELS:,}, got {self.max_pixels:,}.")
+        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
+            raise InputError(f"The service's timeout must be a positive number of seconds, got {self.timeout!r}.")
+        if self.api_key is not None and not self.api_key.strip():
+            raise InputError("The API key is empty; give a non-empty key or none.")

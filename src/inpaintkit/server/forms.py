@@ -1,0 +1,118 @@
+"""The multipart form of POST /v1/inpaint: settings from text fields or one JSON field, and its OpenAPI schema.
+
+Field names, kinds and defaults come from InpaintSettings and settings.FIELD_KINDS, so the service cannot drift
+from the CLI and the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+
+from ..errors import InputError
+from ..fill import FILLS
+from ..methods import METHOD_NAMES
+from ..methods.bld import RECONSTRUCTIONS
+from ..schedulers import SCHEDULER_NAMES
+from ..settings import FIELD_KINDS, KIND_NAMES, OPTIONAL_FIELDS, InpaintSettings
+from .errors import ServiceError
+
+FILE_FIELDS = ("image", "mask")
+SETTINGS_FIELD = "settings"  # one JSON object holding any of the settings, instead of (or beside) single fields
+CHOICES = {"method": METHOD_NAMES, "scheduler": SCHEDULER_NAMES, "fill": FILLS, "reconstruct": RECONSTRUCTIONS}
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_boolean(text: str) -> bool:
+    word = text.lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(text)
+
+
+PARSERS = {"text": str, "number": float, "whole": int, "boolean": parse_boolean}
+
+
+def settings_from_form(form: FormData) -> InpaintSettings:
+    """InpaintSettings from the form's text fields and its `settings` JSON field; each bad value is a 422 naming it."""
+    options = json_settings(form)
+    for name, value in form.multi_items():
+        if name in FILE_FIELDS or name == SETTINGS_FIELD:
+            continue
+        if name in options:
+            raise ServiceError(400, f"Setting {name} is given more than once (as a field or in the settings JSON).")
+        options[name] = field_value(name, value)
+    try:
+        return InpaintSettings.from_options(**options)
+    except InputError as error:
+        raise ServiceError(422, str(error)) from None
+
+
+def field_value(name: str, value: str | UploadFile) -> Any:
+    """A form field's text converted to its setting's kind; an unknown name is left for from_options to name."""
+    if not isinstance(value, str):
+        raise ServiceError(400, f"Form field {name} must be a text field, not a file.")
+    kind = FIELD_KINDS.get(name)
+    if not value.strip() and name in OPTIONAL_FIELDS:
+        return None  # an empty optional field (as HTML forms send) means the default
+    if kind is None or kind == "text":
+        return value
+    try:
+        return PARSERS[kind](value.strip())
+    except ValueError:
+        raise ServiceError(422, f"Setting {name} must be {KIND_NAMES[kind]}, got {value!r}.") from None
+
+
+def json_settings(form: FormData) -> dict[str, Any]:
+    """The `settings` field as a dict: JSON values keep their JSON types, which InpaintSettings checks."""
+    values = form.getlist(SETTINGS_FIELD)
+    if not values:
+        return {}
+    if len(values) > 1:
+        raise ServiceError(400, "The settings field is given more than once.")
+    text = values[0] if isinstance(values[0], str) else values[0].file.read()
+    try:
+        options = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise ServiceError(400, f"The settings field is not valid JSON ({error}).") from None
+    if not isinstance(options, dict):
+        raise ServiceError(400, f"The settings field must be a JSON object, got {type(options).__name__}.")
+    return options
+
+
+def uploaded_file(form: FormData, name: str) -> bytes | None:
+    """A file field's bytes, or None when it is absent (a browser's empty 'no file chosen' part counts as absent)."""
+    values = form.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ServiceError(400, f"The {name} field is given more than once.")
+    value = values[0]
+    if isinstance(value, str):
+        raise ServiceError(400, f"The {name} must be sent as a file part (multipart/form-data with a filename), not as a text field.")
+    data = value.file.read()
+    return None if not data and not value.filename else data
+
+
+KIND_SCHEMAS = {"text": {"type": "string"}, "number": {"type": "number"}, "whole": {"type": "integer"}, "boolean": {"type": "boolean"}}
+
+
+def request_body_schema() -> dict[str, Any]:
+    """The OpenAPI requestBody of POST /v1/inpaint, built from InpaintSettings' fields."""
+    properties: dict[str, Any] = {
+        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP; without a mask, its alpha is the mask (transparent = repaint)"},
+        "mask": {"type": "string", "format": "binary", "description": "white (>= 128) = repaint; the image's size"},
+        SETTINGS_FIELD: {"type": "string", "description": "a JSON object with any of the settings below (instead of separate fields)"},
+    }
+    for field in fields(InpaintSettings):
+        schema = dict(KIND_SCHEMAS[FIELD_KINDS[field.name]])
+        if field.default is not None:
+            schema["default"] = field.default
+        if field.name in CHOICES:
+            schema["enum"] = list(CHOICES[field.name])
+        properties[field.name] = schema
+    form_schema = {"type": "object", "required": ["image"], "properties": properties}
+    return {"required": True, "content": {"multipart/form-data": {"schema": form_schema}}}

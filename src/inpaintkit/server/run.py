@@ -1,0 +1,109 @@
+"""`inpaintkit serve`: the app under uvicorn, with a graceful SIGTERM and JSON-line logs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Iterator
+
+import uvicorn
+
+from ..cli import inpainter_from_arguments
+from ..errors import InputError, first_line
+from ..inpainter import Inpainter
+from .app import create_app
+from .config import MIB, ServiceConfig
+from .logs import JsonLineFormatter
+from .worker import InferenceWorker
+
+API_KEY_VARIABLE = "INPAINTKIT_API_KEY"
+log = logging.getLogger("inpaintkit.server")
+
+
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM or Ctrl-C: stop taking jobs, answer the queued ones 503, let the running one finish, exit 0.
+
+    uvicorn itself re-raises the caught signal after its graceful shutdown, which would end the process with
+    -SIGTERM; a graceful stop is a normal exit here, so the handlers are installed without that step.
+    """
+
+    def __init__(self, config: uvicorn.Config, worker: InferenceWorker):
+        super().__init__(config)
+        self.worker = worker
+
+    def handle_exit(self, sig: int, frame) -> None:
+        self.worker.close()  # signal-safe: one attribute write
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def serve(arguments: argparse.Namespace) -> int:
+    """Run the service until SIGTERM/Ctrl-C (exit 0); a model that fails to load ends it with exit code 2."""
+    config = config_from_arguments(arguments)
+    configure_logging()
+    if config.api_key is None and not is_loopback(arguments.host):
+        log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set %s", arguments.host, API_KEY_VARIABLE)
+    server: GracefulServer
+
+    def load() -> Inpainter:
+        try:
+            inpainter = inpainter_from_arguments(arguments)  # the CLI's loading, speed options included
+        except BaseException:
+            server.should_exit = True  # nothing to serve: stop, and report the reason below
+            raise
+        if inpainter.capabilities.untrained:
+            log.warning("model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise", arguments.model)
+        return inpainter
+
+    app = create_app(load, config, model_name=arguments.model)
+    uvicorn_config = uvicorn.Config(app, host=arguments.host, port=arguments.port, access_log=False, log_level="info", timeout_graceful_shutdown=config.timeout + 5)
+    server = GracefulServer(uvicorn_config, app.state.worker)
+    server.run()
+    error = app.state.worker.load_error
+    if error is not None:
+        raise error if isinstance(error, InputError) else InputError(f"The model could not be loaded ({first_line(error)}).")
+    return 0
+
+
+def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
+    return ServiceConfig(
+        max_queue=arguments.max_queue, max_pixels=arguments.max_pixels, max_body=round(arguments.max_body * MIB),
+        timeout=arguments.timeout, max_images=arguments.max_images, api_key=arguments.api_key or os.environ.get(API_KEY_VARIABLE) or None,
+    )
+
+
+def configure_logging() -> None:
+    """The service's own lines (one per request, and its events) as JSON on stderr; uvicorn keeps its startup lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    for name in ("inpaintkit.server", "inpaintkit.server.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler] if name == "inpaintkit.server" else []
+        logger.setLevel(logging.INFO)
+    logging.getLogger("inpaintkit.server").propagate = False
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

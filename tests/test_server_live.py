@@ -1,0 +1,216 @@
+"""The service on a real socket: `inpaintkit serve` under load and under SIGTERM (subprocesses), and a client that
+disconnects (uvicorn in a thread). Ports are chosen by the OS (port 0); every process is stopped by its test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from inpaintkit.server import ServiceConfig, create_app
+
+from .conftest import gradient_image
+from .helpers import assert_one_line_error, run_cli
+from .test_server import IMAGE_PNG, MASK_PNG, assert_background_kept, png_bytes, wait_until
+
+SIZE = 64
+
+
+class ServeProcess:
+    """`inpaintkit serve` on the tiny model and a free port, its stderr collected line by line."""
+
+    def __init__(self, model: Path, *options: str):
+        environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "INPAINTKIT_API_KEY": ""}
+        command = [sys.executable, "-m", "inpaintkit.cli", "serve", "--model", str(model), "--device", "cpu", "--port", "0", *options]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.url = self._wait_for_url()
+        wait_until(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, timeout=60)
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                found = re.search(r"Uvicorn running on (http://[\d.]+:\d+)", line)
+                if found:
+                    return found.group(1)
+            assert self.process.poll() is None, f"serve exited early: {self.lines}"
+            time.sleep(0.05)
+        raise AssertionError(f"serve did not start: {self.lines}")
+
+    def rss_bytes(self) -> int:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+    def request_log(self) -> list[dict]:
+        return [json.loads(line) for line in self.lines if line.startswith("{") and '"path"' in line]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.reader.join(5)
+
+
+@contextlib.contextmanager
+def serve_process(model: Path, *options: str):
+    server = ServeProcess(model, *options)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def post_job(client: httpx.Client, image_png: bytes, steps: int = 1, seed: int = 0) -> httpx.Response:
+    files = {"image": ("photo.png", image_png, "image/png"), "mask": ("mask.png", MASK_PNG, "image/png")}
+    return client.post("/v1/inpaint", files=files, data={"steps": str(steps), "seed": str(seed)}, headers={"Accept": "image/png"})
+
+
+CLIENTS, REQUESTS_PER_CLIENT = 20, 10  # 200 requests in all, in two halves of 100
+
+
+def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
+    with serve_process(tiny9, "--max-queue", "4", "--timeout", "30") as server:
+
+        def client_session(client_index: int, requests: range) -> list[tuple[int, bool]]:
+            outcomes = []
+            with httpx.Client(base_url=server.url, timeout=30) as client:  # a hang fails the test within 30 s
+                for k in requests:
+                    image = gradient_image(SIZE, SIZE, seed=client_index * 100 + k)  # each request its own input
+                    response = post_job(client, png_bytes(image), seed=k)
+                    if response.status_code == 200:
+                        assert_background_kept(response.content, image=image)
+                    else:
+                        assert response.status_code == 429, response.text
+                        assert int(response.headers["retry-after"]) >= 1 and "queue is full" in response.json()["error"]
+                        time.sleep(0.02)  # a client that backs off a little, as Retry-After asks (but shorter)
+                    outcomes.append((response.status_code, True))
+            return outcomes
+
+        def half(first: int) -> list[tuple[int, bool]]:
+            requests = range(first, first + REQUESTS_PER_CLIENT // 2)
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                return [outcome for each in pool.map(lambda index: client_session(index, requests), range(CLIENTS)) for outcome in each]
+
+        started = time.monotonic()
+        first_half = half(0)
+        rss_after_first = server.rss_bytes()
+        second_half = half(REQUESTS_PER_CLIENT // 2)
+        rss_after_second = server.rss_bytes()
+        elapsed = time.monotonic() - started
+
+        statuses = [status for status, _ in first_half + second_half]
+        assert len(statuses) == CLIENTS * REQUESTS_PER_CLIENT and set(statuses) <= {200, 429}
+        assert statuses.count(200) >= 20, statuses.count(200)  # the queue does serve: not everything is refused
+        assert elapsed < 90
+        # The first half warms everything up (allocator pools, torch's caches). A leak of one 64x64 job's images
+        # and latents per request would add well over 20 MB over 100 requests; allocator noise stays below it.
+        growth = rss_after_second - rss_after_first
+        print(f"load: {statuses.count(200)} x 200, {statuses.count(429)} x 429 in {elapsed:.1f} s; RSS {rss_after_first / 2**20:.0f} -> {rss_after_second / 2**20:.0f} MiB")
+        assert growth < 20 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over the second 100 requests"
+
+        lines = [line for line in server.request_log() if line["path"] == "/v1/inpaint"]
+        assert sorted(line["status"] for line in lines) == sorted(statuses)  # one log line per request
+        served = [line for line in lines if line["status"] == 200]
+        assert all(line["queue_wait_s"] >= 0 and line["run_s"] > 0 and len(line["id"]) == 16 for line in served)
+
+
+def test_sigterm_finishes_the_running_job_rejects_the_queued_and_exits_0(tiny9):
+    with serve_process(tiny9, "--max-queue", "8", "--timeout", "60") as server:
+        with ThreadPoolExecutor(5) as pool, httpx.Client(base_url=server.url, timeout=30) as client:
+            # 150 steps take about 1.2 s on one CPU thread: one job runs while four wait.
+            replies = [pool.submit(post_job, client, IMAGE_PNG, 150) for _ in range(5)]
+            wait_until(lambda: httpx.get(f"{server.url}/readyz").json().get("queued") == 4, timeout=20)
+            server.process.send_signal(signal.SIGTERM)
+            responses = [reply.result(timeout=30) for reply in replies]  # every request is answered, none hangs
+        exit_code = server.process.wait(30)
+    statuses = sorted(response.status_code for response in responses)
+    assert exit_code == 0, server.lines[-5:]
+    assert statuses[0] == 200 and statuses.count(503) >= 3, statuses  # the running job (maybe the next) finishes
+    for response in responses:
+        if response.status_code == 200:
+            assert_background_kept(response.content)
+        else:
+            assert "shutting down" in response.json()["error"]
+    assert not any("Traceback" in line for line in server.lines)
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app):
+    """The app under a real uvicorn on a free loopback port, in a thread of this process."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=20)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(json.loads(record.getMessage()))
+
+
+def test_client_disconnect_cancels_its_job(inpainter9):
+    handler, logger = Lines(), logging.getLogger("inpaintkit.server.access")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with uvicorn_thread(create_app(inpainter9, ServiceConfig(timeout=60))) as url:
+            wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200)
+            with httpx.Client(base_url=url, timeout=0.5) as impatient:  # gives up (and hangs up) after 0.5 s
+                with pytest.raises(httpx.ReadTimeout):
+                    post_job(impatient, IMAGE_PNG, steps=500)  # about 4 s of work
+            started = time.monotonic()
+            with httpx.Client(base_url=url, timeout=30) as client:
+                response = post_job(client, IMAGE_PNG)
+            # Behind an abandoned-but-running 500-step job this would wait seconds; cancelled, it runs at once.
+            assert response.status_code == 200 and time.monotonic() - started < 2.0
+            assert_background_kept(response.content)
+            wait_until(lambda: len(handler.records) >= 3)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    jobs = [record for record in handler.records if record["path"] == "/v1/inpaint"]
+    assert [record["status"] for record in jobs] == [499, 200]
+    assert jobs[1]["queue_wait_s"] < 1.0  # it waited only for the cancelled job's current step
+
+
+def test_serve_refuses_bad_limits_with_exit_2(capsys):
+    code, _, err = run_cli(["serve", "--max-queue", "0"], capsys)  # checked before anything starts
+    assert_one_line_error(code, err, "The service's max-queue must be a whole number of at least 1, got 0.")
+
+
+def test_serve_exits_2_when_the_model_cannot_load(tmp_path):
+    command = [sys.executable, "-m", "inpaintkit.cli", "serve", "--port", "0", "--device", "cpu", "--model", str(tmp_path / "missing")]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # after uvicorn's start and stop lines: the reason, in one line
+    assert last.startswith("inpaintkit: error:") and "missing" in last and "Traceback" not in result.stderr
