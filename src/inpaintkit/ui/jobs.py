@@ -56,7 +56,7 @@ class InpaintJobs:
             self.inpainter.check(settings)  # a bad combination fails at once, without waiting for the model
             with self.stop_switch(request) as stop, self.model_lock:
                 def on_step(step: int, total: int, latents) -> bool:
-                    progress((step, total), desc="denoising", unit="steps")
+                    progress((step + 1, total), desc="denoising", unit="steps")  # step counts from 0
                     return not stop.is_set()
 
                 images = self.inpainter.run(pixels, mask_values, settings, callback=on_step)
