@@ -327,6 +327,14 @@ def test_missing_image_or_mask_is_one_sentence(editor, phrase):
         job_image_and_mask(editor, None)
 
 
+def test_an_image_above_the_pixel_limit_is_refused(monkeypatch):
+    import inpaintkit.ui.editor as editor
+
+    monkeypatch.setattr(editor, "MAX_IMAGE_PIXELS", 255)  # the real limit (89 MP) would need a huge test picture
+    with pytest.raises(InputError, match="The image is 16x16 pixels, more than the 255 allowed"):
+        job_image_and_mask({"background": Image.new("RGBA", (16, 16)), "layers": []}, None)
+
+
 def test_ui_values_become_settings():
     values = {
         "prompt": "p", "negative_prompt": "", "method": "repaint", "guidance": 7.5, "steps": 20.0, "strength": 1.0,
@@ -339,3 +347,4 @@ def test_ui_values_become_settings():
     # Only the chosen method's options apply; the hidden fields of bld and tdpaint are not sent.
     assert (settings.jump_length, settings.jump_n_sample, settings.blend_start, settings.known_t) == (5, 3, None, None)
     assert job_settings({**values, "seed": 9}, only_masked=True).crop_padding == 16
+    assert job_settings({**values, "crop_padding": None}, only_masked=True).crop_padding == 0

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..io import alpha_channel, load_image_and_mask, open_image, to_rgb_array
+from ..io import MAX_IMAGE_PIXELS, alpha_channel, load_image_and_mask, open_image, to_rgb_array
 
 MASK_TINT = np.array([255, 0, 64], dtype=np.float32)  # the preview's colour for "repaint"
 
@@ -24,6 +24,8 @@ def job_image_and_mask(editor: Optional[dict[str, Any]], mask_file: Optional[str
     background = (editor or {}).get("background")
     if background is None:
         raise InputError("Upload an image first (drop it on the editor or click it).")
+    if background.width * background.height > MAX_IMAGE_PIXELS:  # the editor decodes it; the CLI's bomb limit still holds
+        raise InputError(f"The image is {background.width}x{background.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed.")
     pixels = to_rgb_array(background)
     masks = [painted] if (painted := painted_mask(editor.get("layers") or [], background.size)).any() else []
     if mask_file:

@@ -91,6 +91,8 @@ def job_settings(values: dict[str, Any], only_masked: bool) -> InpaintSettings:
         values["seed"] = None
     if not only_masked:
         values["crop_padding"] = None
+    elif values["crop_padding"] is None:
+        values["crop_padding"] = 0  # an emptied padding field still means "only masked"
     for option, owner in METHOD_OPTIONS.items():
         if owner != values["method"]:
             values[option] = None  # the hidden fields of other methods keep their values but do not apply
@@ -147,8 +149,12 @@ def use_result(results: Optional[list], selected: int, mask: Optional[str]) -> t
         gr.Warning("There is no result yet; press Run first.")
         return gr.skip(), gr.skip()
     path = results[min(selected, len(results) - 1)][0]
-    with Image.open(path) as picture:
-        preview = preview_mask({"background": picture.convert("RGBA"), "layers": []}, mask)
+    try:
+        with Image.open(path) as picture:
+            preview = preview_mask({"background": picture.convert("RGBA"), "layers": []}, mask)
+    except OSError:  # the server's cache drops results after two hours
+        gr.Warning("That result is no longer on the server; run the job again.")
+        return gr.skip(), gr.skip()
     return {"background": path, "layers": [], "composite": path}, preview
 
 
