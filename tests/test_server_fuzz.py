@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from inpaintkit.server import ServiceConfig, create_app

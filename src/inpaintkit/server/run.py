@@ -8,7 +8,6 @@ import ipaddress
 import logging
 import os
 import signal
-import sys
 import threading
 from typing import Iterator
 
@@ -19,7 +18,7 @@ from ..errors import InputError, first_line
 from ..inpainter import Inpainter
 from .app import create_app
 from .config import MIB, ServiceConfig
-from .logs import JsonLineFormatter
+from .logs import JsonLineFormatter, StderrHandler
 from .worker import InferenceWorker
 
 API_KEY_VARIABLE = "INPAINTKIT_API_KEY"
@@ -91,7 +90,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
 
 def configure_logging() -> None:
     """The service's own lines (one per request, and its events) as JSON on stderr; uvicorn keeps its startup lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonLineFormatter())
     for name in ("inpaintkit.server", "inpaintkit.server.access"):
         logger = logging.getLogger(name)

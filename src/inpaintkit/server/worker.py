@@ -124,12 +124,16 @@ class InferenceWorker:
         self.closing = True
 
     def stop(self, timeout: Optional[float] = None) -> None:
-        """close(), then wait for the running job to finish and the thread to end."""
+        """close(), then wait for the running job to finish and the thread to end.
+
+        While the model is still loading there is no job to finish: the (daemon) thread is left to the process's exit.
+        """
         self.close()
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._jobs.put(STOP)
-            thread.join(timeout)
+            if self.inpainter is not None:
+                thread.join(timeout)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or refuse at once: 503 while closing, 429 (with Retry-After) when the queue is full."""
