@@ -120,8 +120,9 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
 
         statuses = [status for status, _ in first_half + second_half]
         assert len(statuses) == CLIENTS * REQUESTS_PER_CLIENT and set(statuses) <= {200, 429}
-        assert statuses.count(200) >= 20, statuses.count(200)  # the queue does serve: not everything is refused
-        assert elapsed < 90
+        # The queue does serve: in each half at least its four places and the worker take jobs (about 40 in all here).
+        assert statuses.count(200) >= 8, statuses.count(200)
+        assert elapsed < 60
         # The first half warms everything up (allocator pools, torch's caches). A leak of one 64x64 job's images
         # and latents per request would add well over 20 MB over 100 requests; allocator noise stays below it.
         growth = rss_after_second - rss_after_first
@@ -137,8 +138,8 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
 def test_sigterm_finishes_the_running_job_rejects_the_queued_and_exits_0(tiny9):
     with serve_process(tiny9, "--max-queue", "8", "--timeout", "60") as server:
         with ThreadPoolExecutor(5) as pool, httpx.Client(base_url=server.url, timeout=30) as client:
-            # 80 steps take about 0.7 s on one CPU thread: one job runs while four wait.
-            replies = [pool.submit(post_job, client, IMAGE_PNG, 80) for _ in range(5)]
+            # 100 steps take about 0.8 s on one CPU thread: one job runs while four wait.
+            replies = [pool.submit(post_job, client, IMAGE_PNG, 100) for _ in range(5)]
             wait_until(lambda: httpx.get(f"{server.url}/readyz").json().get("queued") == 4, timeout=20)
             server.process.send_signal(signal.SIGTERM)
             responses = [reply.result(timeout=30) for reply in replies]  # every request is answered, none hangs
