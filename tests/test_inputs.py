@@ -166,6 +166,10 @@ def test_rgba_mask_marks_only_its_opaque_strokes(inpainter9):
         ({"guidance": float("nan")}, "must be a finite number"),
         ({"seed": 1.5}, "Setting seed must be a whole number"),
         ({"steps": 5000}, "at most the model's 1000 training timesteps"),
+        # PNDM (the tiny model's default) and DDIM count from timestep 1: 1000 steps would start at 1000.
+        ({"steps": 1000}, "1000 steps with PNDMScheduler would start past the model's last training timestep (999)"),
+        ({"steps": 1000, "scheduler": "ddim"}, "with DDIMScheduler would start past"),
+        ({"guidance": 1e300}, "Guidance must be between 0 and 100, got 1e+300"),
     ],
 )
 def test_api_rejects_wrong_types_with_one_sentence(inpainter9, options, phrase):
@@ -179,3 +183,10 @@ def test_api_rejects_wrong_types_with_one_sentence(inpainter9, options, phrase):
 def test_api_accepts_numpy_scalars(inpainter9):
     output = inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", steps=np.int64(2), guidance=np.float32(3.0), seed=np.uint32(4))
     assert output[0].info["inpaintkit"]["steps"] == 2 and output[0].info["inpaintkit"]["seed"] == 4
+
+
+def test_a_mask_grow_far_beyond_the_image_is_cheap_and_covers_it(inpainter9):
+    """soft grows grey levels with a disk: a radius of a million pixels must not allocate a million-pixel disk."""
+    output = inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", method="soft", mask_grow=1_000_000, steps=2, seed=1)
+    assert output[0].size == (40, 24)
+    assert not np.array_equal(np.asarray(output[0]), rgb())  # everything was repaintable

@@ -130,7 +130,13 @@ class Inpainter:
         training_steps = self.components.scheduler_config.get("num_train_timesteps", 1000)
         if settings.steps > training_steps:
             raise InputError(f"Steps must be at most the model's {training_steps} training timesteps, got {settings.steps}.")
-        build_scheduler(method, settings, self.components.scheduler_config)
+        scheduler = build_scheduler(method, settings, self.components.scheduler_config)
+        scheduler.set_timesteps(settings.steps)
+        if float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000 steps
+            raise InputError(
+                f"{settings.steps} steps with {type(scheduler).__name__} would start past the model's last "
+                f"training timestep ({training_steps - 1}); use fewer steps."
+            )
         return method
 
     def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> tuple[np.ndarray, bool]:

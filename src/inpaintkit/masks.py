@@ -30,7 +30,8 @@ def mask_regions(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: boo
 def soft_change_map(mask: np.ndarray, grow_pixels: int, blur_pixels: int) -> np.ndarray:
     """The grayscale mask grown with a disk; outside it, each edge value ramps smoothly to 0 over `blur_pixels`."""
     if grow_pixels:
-        radius = abs(grow_pixels)
+        # A disk wider than the image's diagonal covers it all: same result, without a huge footprint.
+        radius = min(abs(grow_pixels), int(np.ceil(np.hypot(*mask.shape))))
         y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
         disk = x * x + y * y <= radius * radius
         morphology = ndimage.grey_dilation if grow_pixels > 0 else ndimage.grey_erosion

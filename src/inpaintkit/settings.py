@@ -28,6 +28,10 @@ KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool}
 KIND_NAMES = {"text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false"}
 
 
+# Far above any useful scale (A1111 stops at 30); larger values overflow the latents into NaN.
+MAX_GUIDANCE = 100.0
+
+
 @dataclass
 class InpaintSettings:
     prompt: str = ""
@@ -63,8 +67,8 @@ class InpaintSettings:
             raise InputError(
                 f"Strength {self.strength} with {self.steps} steps leaves no denoising step; raise the strength or the steps."
             )
-        if self.guidance < 0:
-            raise InputError(f"Guidance must be 0 or more, got {self.guidance}.")
+        if not 0 <= self.guidance <= MAX_GUIDANCE:
+            raise InputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
         if self.num_images < 1:
             raise InputError(f"The number of images must be at least 1, got {self.num_images}.")
         if self.mask_blur < 0:
