@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     # -- web UI (issue 6): arguments here, the app in ui.py ------------------------------------
     ui = commands.add_parser("ui", help="open the web UI (paint the mask in the browser)", description="A Gradio app: upload an image, paint the mask, type a prompt, Run.")
     add_model_arguments(ui)
+    add_speed_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     ui.add_argument("--max-queue", type=positive_int, default=8, metavar="N", help="jobs that may wait while one runs; more get 'busy, try again' (default 8)")

@@ -44,10 +44,10 @@ def check_can_listen(host: str, port: int) -> None:
 
 def launch(arguments: argparse.Namespace) -> int:
     """Load the model (once: every job reuses it), serve the UI, and block until Ctrl-C."""
-    from ..inpainter import Inpainter
+    from ..cli import inpainter_from_arguments
 
     check_can_listen(arguments.host, arguments.port)
-    inpainter = Inpainter.from_pretrained(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
+    inpainter = inpainter_from_arguments(arguments)  # the CLI's loading, speed options included
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
     demo = build_app(inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue)
