@@ -8,7 +8,8 @@ the same 9-channel UNet, and inpaintkit `blend` (4-channel UNet) against diffuse
 UNet (diffusers then blends latents as `blend` does). Same seed, steps, guidance 7.5, strength 1,
 prompt and negative prompt; inpaintkit with its defaults (paste-back on). Prints, per pair: median
 seconds per image, the ratio inpaintkit/diffusers, seconds per UNet step, and peak memory (RSS on
-CPU, torch.cuda.max_memory_allocated on GPU).
+CPU, torch.cuda.max_memory_allocated on GPU). `--compile` adds `inpaintkit native --compile` (its
+ratio is to the same diffusers job) and reports its compile time, the first call's extra seconds, apart.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--compile", action="store_true", help="also time inpaintkit native with a torch.compile'd UNet")
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
     arguments = parser.parse_args()
 
@@ -111,9 +113,14 @@ def main() -> None:
         jobs[f"inpaintkit {method}"] = inpaintkit_job(inpainter, method, size, arguments.steps)
         jobs[f"diffusers ({channels}-channel UNet)"] = diffusers_job(folder, arguments.device, inpainter.components.dtype, size, arguments.steps)
         dtype = inpainter.components.dtype
+        if method == "native" and arguments.compile:
+            compiled = Inpainter.from_pretrained(folder, device=arguments.device, dtype=arguments.dtype, compile=True)
+            jobs["inpaintkit native --compile"] = inpaintkit_job(compiled, method, size, arguments.steps)
+            jobs["diffusers (9-channel UNet), again"] = jobs[f"diffusers ({channels}-channel UNet)"]
 
-    for job in jobs.values():  # warm-up: first-call allocations and kernel selection are not what we measure
-        job()
+    first_call = {}
+    for name, job in jobs.items():  # warm-up: first-call allocations, kernel selection and compilation are not what we measure
+        first_call[name] = timed(job, device)[0]
     seconds: dict[str, list[float]] = {name: [] for name in jobs}
     memory: dict[str, list[float]] = {name: [] for name in jobs}
     for _ in range(arguments.repeats):
@@ -136,6 +143,9 @@ def main() -> None:
             ratio = f"{median / statistics.median(seconds[theirs]):.3f}" if name == ours else ""
             runs = ", ".join(f"{value:.3f}" for value in seconds[name])
             print(f"| {name} | {median:.3f} | {ratio} | {median / arguments.steps:.4f} | {max(memory[name]):.0f} | {runs} |")
+    if arguments.compile:
+        name = "inpaintkit native --compile"
+        print(f"\ncompile time (first call minus the median): {first_call[name] - statistics.median(seconds[name]):.1f} s")
 
 
 def _machine(device: torch.device) -> str:
