@@ -122,6 +122,7 @@ def test_summary_aggregates_per_method_and_reports_kid_and_the_skipped_sample(fi
         assert summary["metrics"][method]["masked_mse"]["n"] == 1
         assert summary["kid"][method]["subset_size"] == 2 and summary["kid"][method]["samples"] == 3
     assert summary["unavailable"] == {}
+    assert summary["kid_reference"] == "input"  # only b has a ground truth, so KID compares with the inputs' crops
 
 
 def test_report_has_the_table_charts_and_grids(finished):

@@ -97,15 +97,16 @@ def test_the_hub_dataset_offline_is_one_sentence(tmp_path, capsys, tiny9):
     assert_one_line_error(code, err, "Cannot load nobody-has/this-dataset-xyz split 'test'")
 
 
-def test_bench_on_pipe_uses_the_target_as_ground_truth(tmp_path, capsys, tiny9):
+def test_bench_on_pipe_uses_the_target_as_ground_truth(tmp_path, capsys, tiny9, tiny_clip):
     images, masks = write_pipe(tmp_path / "pipe")
     dst = tmp_path / "out"
     code, _, err = run_cli(
         ["bench", "--pipeline", "blend", "--src", "pipe:test", "--limit", "2", "--dst", dst, "--model", tiny9, "--steps", "1",
-         "--pipe-images", images, "--pipe-masks", masks, "--metric", "--clip-model", tmp_path / "none", "--quiet"], capsys,
+         "--pipe-images", images, "--pipe-masks", masks, "--metric", "--clip-model", tiny_clip, "--kid-features", "clip", "--quiet"], capsys,
     )
     assert code == 0, err
     summary = json.loads((dst / "summary.json").read_text())
     assert summary["samples_evaluated"] == 2 and summary["source"] == "pipe:test"
     assert summary["metrics"]["blend"]["masked_mse"]["n"] == 2  # every PIPE sample has a ground truth
+    assert summary["kid_reference"] == "ground truth" and summary["kid"]["blend"]["samples"] == 2
     assert json.loads(Image.open(dst / "grids" / "coco-1-10.png").text["columns"]) == ["input", "mask", "ground truth", "blend"]

@@ -39,6 +39,7 @@ class Outcome:
     skipped: list[Skip] = field(default_factory=list)
     kid: dict[str, KidResult] = field(default_factory=dict)
     kid_errors: dict[str, str] = field(default_factory=dict)  # method -> why KID could not be computed
+    kid_reference: Optional[str] = None  # "ground truth" or "input": what the methods' crops were compared with
     unavailable: dict[str, str] = field(default_factory=dict)  # metric family -> reason
     grids: list[str] = field(default_factory=list)  # grid files, relative to dst
 
@@ -58,6 +59,7 @@ def build_summary(table: Optional[MetricsTable], outcome: Outcome, info: dict[st
         "best": best_methods(metrics),
         "kid": {method: asdict(result) for method, result in outcome.kid.items()},
         "kid_errors": outcome.kid_errors,
+        "kid_reference": outcome.kid_reference,
         "unavailable": outcome.unavailable,
         "conventions": {"pixel": " ".join(PIXEL_CONVENTIONS.split()), "kid": KID_CONVENTION},
     }
@@ -182,6 +184,7 @@ def _kid_section(summary: dict[str, Any]) -> list[str]:
         return lines + [f"Unavailable: {summary['unavailable']['kid']}"]
     if not summary["kid"] and not summary["kid_errors"]:
         return lines + ["(not computed: run with --metric)"]
+    lines += [f"Reference crops: the {summary['kid_reference']} images'.", ""]
     lines += ["| method | KID | subset size | samples |", "|---|---|---|---|"]
     lines += [f"| {method} | {result['mean']:.4g} ± {result['std']:.2g} | {result['subset_size']} | {result['samples']} |" for method, result in summary["kid"].items()]
     lines += [f"| {method} | – ({reason}) | | |" for method, reason in summary["kid_errors"].items()]

@@ -184,14 +184,17 @@ class KidCrops:
             if output is not None:
                 self.outputs.setdefault(method, []).append(kid_crop(crop(output, box)))
 
+    @property
+    def against_truth(self) -> bool:
+        return bool(self.truths) and all(truth is not None for truth in self.truths)
+
     def reference(self) -> list[np.ndarray]:
-        if self.truths and all(truth is not None for truth in self.truths):
-            return list(self.truths)  # type: ignore[arg-type]
-        return self.inputs
+        return list(self.truths) if self.against_truth else self.inputs  # type: ignore[arg-type]
 
 
 def _kid(learned: LearnedMetrics, crops: KidCrops, outcome: Outcome) -> None:
     reference = crops.reference()
+    outcome.kid_reference = "ground truth" if crops.against_truth else "input"
     for method in outcome.methods:
         try:
             outcome.kid[method] = kernel_inception_distance(reference, crops.outputs.get(method, []), learned.kid_features)
