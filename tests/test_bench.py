@@ -323,3 +323,45 @@ def test_a_sample_that_runs_out_of_memory_is_skipped_and_the_run_goes_on(tmp_pat
     assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["a.png", "c.png"]
     skipped = json.loads((dst / "summary.json").read_text())["skipped"]
     assert {"sample": "b", "method": "blend", "reason": "out of memory (try --crop-padding or a smaller image)"} in skipped
+
+
+def test_an_interrupted_overwrite_resumed_remakes_every_old_output(tmp_path, tiny9, capsys, monkeypatch):
+    dataset = write_dataset(tmp_path / "dataset")
+    dst = tmp_path / "results"
+    args = ["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"]
+    assert run_cli(args, capsys)[0] == 0  # seed 0 everywhere
+    calls = {"n": 0}
+    original_run = Inpainter.run
+
+    def interrupted_run(self, *arguments, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original_run(self, *arguments, **kwargs)
+
+    monkeypatch.setattr(Inpainter, "run", interrupted_run)
+    assert run_cli(args + ["--seed", "1", "--overwrite"], capsys)[0] == 130  # a made again, then Ctrl-C
+    monkeypatch.setattr(Inpainter, "run", original_run)
+    assert run_cli(args + ["--seed", "1"], capsys)[0] == 0
+    from inpaintkit.io import read_png_parameters
+
+    assert [read_png_parameters(dst / "blend" / f"{name}.png")["seed"] for name in "abc"] == [1, 1, 1]
+
+
+def test_metrics_are_computed_again_when_a_prediction_changes(finished, tmp_path, capsys):
+    dataset, dst = finished
+    pred = tmp_path / "pred" / "tool"
+    pred.mkdir(parents=True)
+    for name in "abc":
+        Image.open(dst / "blend" / f"{name}.png").convert("RGB").save(pred / f"{name}.png")
+    args = ["metrics", "--src", dataset, "--pred", pred.parent, "--clip-model", tmp_path / "none", "--quiet"]
+    assert run_cli(args, capsys)[0] == 0
+    shifted = np.asarray(Image.open(dataset / "a.png")).astype(np.int16)
+    shifted = np.clip(shifted + 10, 0, 255).astype(np.uint8)  # the whole image changed: the background too
+    Image.fromarray(shifted).save(pred / "a.png")
+    assert run_cli(args, capsys)[0] == 0
+    row = next(row for row in read_rows(pred.parent / "metrics.csv") if row["sample"] == "a")
+    source = np.asarray(Image.open(dataset / "a.png")).astype(np.float64)
+    hole = np.asarray(Image.open(dataset / "a.mask.png")) >= 128
+    expected = np.mean(((shifted.astype(np.float64)[~hole] - source[~hole]) / 255) ** 2)
+    assert float(row["background_mse"]) == pytest.approx(expected, rel=1e-12)

@@ -88,7 +88,7 @@ def test_summary_is_mean_and_population_std_and_keeps_infinity():
 def test_metrics_table_round_trips_every_bit(tmp_path):
     table = MetricsTable(tmp_path / "metrics.csv")
     value = 1 / 3
-    table.update("a", "blend", {"background_mse": value, "background_psnr": math.inf, "masked_mse": math.nan})
+    table.update("a", "blend", {"background_mse": value, "background_psnr": math.inf, "masked_mse": math.nan}, digest="d1")
     table.save()
     again = MetricsTable(tmp_path / "metrics.csv")
     assert again.values("blend", "background_mse", {"a"}) == [value]
@@ -96,6 +96,8 @@ def test_metrics_table_round_trips_every_bit(tmp_path):
     assert again.values("blend", "masked_mse", {"a"}) == []  # nan = not applicable, left out
     assert again.missing("a", "blend", {"background_mse", "masked_mse", "clip_score"}) == {"clip_score"}
     assert format_value(math.inf) == "inf"
+    again.keep_if_current("a", "blend", "d2")  # computed from other pixels: dropped, to be computed again
+    assert again.missing("a", "blend", {"background_mse"}) == {"background_mse"}
 
 
 def test_clip_score_is_torchmetrics_formula_on_the_injected_model(tiny_clip):

@@ -96,6 +96,8 @@ class InpaintSettings:
             value = KIND_TYPES[kind](value)
             if kind == "number" and not math.isfinite(value):
                 raise InputError(f"Setting {field.name} must be a finite number, got {value!r}.")
+            if kind == "text" and not _is_unicode(value):
+                raise InputError(f"Setting {field.name} is not valid Unicode text (it holds a lone surrogate).")
             setattr(self, field.name, value)
 
     @classmethod
@@ -122,3 +124,12 @@ class InpaintSettings:
 
 
 assert set(FIELD_KINDS) == {field.name for field in fields(InpaintSettings)}, "every setting needs a kind"
+
+
+def _is_unicode(text: str) -> bool:
+    """False for strings with lone surrogates (e.g. from broken JSON), which the tokenizer cannot read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

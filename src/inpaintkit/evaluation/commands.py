@@ -32,7 +32,11 @@ def command_bench(arguments: argparse.Namespace) -> int:
         settings_for(base, method, "")  # every setting is valid for every method, before anything loads
     samples = open_samples(arguments)
     dst = prepare_dst(arguments.dst, methods)
-    run = {"model": str(arguments.model), "settings": base}
+    # Everything that changes an output's pixels: a resume must not mix two of these.
+    run = {
+        "model": str(arguments.model), "config": arguments.config, "device": arguments.device, "dtype": arguments.dtype,
+        "compile": arguments.compile, "vae_tiling": arguments.vae_tiling, "fuse_qkv": arguments.fuse_qkv, "settings": base,
+    }
     check_same_run(dst, run, arguments.overwrite)
     inpainter = inpainter_from_arguments(arguments)
     for method in methods:
@@ -47,7 +51,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     }
     evaluation = Evaluation(
         samples, methods, dst, lambda sample, method: dst / method / f"{sample}.png",
-        generate=generator(inpainter, base), learned=learned, overwrite=arguments.overwrite, info=info,
+        generate=generator(inpainter, base), fingerprint=run, learned=learned, overwrite=arguments.overwrite, info=info,
     )
     return finish(evaluation, quiet=arguments.quiet)
 
@@ -138,20 +142,27 @@ def prepare_dst(dst: Path, methods: list[str]) -> Path:
 
 
 def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to resume into a --dst made with another model or other settings (unless --overwrite); run.json says."""
+    """Refuse to resume into a --dst made with another model or other settings (unless --overwrite); run.json says.
+
+    Each output also stores the run it came from, so an interrupted --overwrite, resumed, remakes the old ones.
+    """
     path = dst / RUN_FILE
-    if path.is_file() and not overwrite:
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = {}
-        changed = sorted(key for key in {**previous.get("settings", {}), **run["settings"]} if previous.get("settings", {}).get(key) != run["settings"].get(key))
-        changed += ["model"] if previous.get("model") != run["model"] else []
-        if changed:
-            raise InputError(
-                f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to resume, "
-                "or --overwrite to make every output again."
-            )
+    if not path.is_file() or overwrite:
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = None
+    if not isinstance(previous, dict) or not isinstance(previous.get("settings"), dict):
+        raise InputError(f"{path} is unreadable; use another --dst, or --overwrite to make every output again.")
+    settings = {**previous["settings"], **run["settings"]}
+    changed = sorted(key for key in settings if previous["settings"].get(key) != run["settings"].get(key))
+    changed += [key for key in run if key != "settings" and previous.get(key) != run[key]]
+    if changed:
+        raise InputError(
+            f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to resume, "
+            "or --overwrite to make every output again."
+        )
 
 
 def load_metrics(arguments: argparse.Namespace):

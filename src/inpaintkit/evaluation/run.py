@@ -25,7 +25,7 @@ from .learned_metrics import LearnedMetrics, kernel_inception_distance, kid_crop
 from .pixel_metrics import bounding_box, crop
 from .report import Outcome, Skip, build_summary, write_charts, write_report, write_summary
 from .samples import Pixels, Sample
-from .scoring import METRICS, MetricsTable, score
+from .scoring import METRICS, MetricsTable, content_digest, score
 
 log = logging.getLogger("inpaintkit")
 
@@ -42,6 +42,7 @@ class Evaluation:
     dst: Path
     prediction_path: Callable[[str, str], Path]  # (sample, method) -> where its output is
     generate: Optional[Generate] = None  # None: only score existing outputs
+    fingerprint: Optional[dict[str, Any]] = None  # what made the outputs (bench): an output made otherwise is made again
     learned: Optional[LearnedMetrics] = None  # None: no metrics at all (bench without --metric)
     overwrite: bool = False  # regenerate outputs that exist
     info: dict[str, Any] = field(default_factory=dict)  # model, source, settings: for the report
@@ -66,7 +67,10 @@ def evaluate(evaluation: Evaluation, on_output: OnOutput) -> dict[str, Any]:
         outputs = {method: _output(evaluation, sample, pixels, method, table, outcome, on_output) for method in evaluation.methods}
         if table is not None:
             table.save()
-        outcome.grids.append(_write_grid(dst, sample.name, pixels, outputs))
+        try:
+            outcome.grids.append(_write_grid(dst, sample.name, pixels, outputs))
+        except InputError as error:  # e.g. a name too long for the file system: the run goes on
+            log.warning("no grid for %s: %s", sample.name, error)
         crops.add(pixels, outputs)
     if evaluation.learned is not None:
         outcome.unavailable = dict(evaluation.learned.unavailable)
@@ -82,49 +86,48 @@ def evaluate(evaluation: Evaluation, on_output: OnOutput) -> dict[str, Any]:
 def _output(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, table, outcome: Outcome, on_output: OnOutput) -> Optional[np.ndarray]:
     """One method's output for a sample (made if needed), scored into the table; None if it could not be had."""
     path = evaluation.prediction_path(sample.name, method)
-    output, status = None, "existing"
-    if evaluation.generate is not None:
-        existing = None if evaluation.overwrite else _read_output(path, pixels)
-        if existing is None:
-            try:
-                image, parameters = evaluation.generate(sample, pixels, method)
-            except InputError as error:
-                _skip(outcome, Skip(sample.name, str(error), method))
-                on_output(path, "skipped")
-                return None
-            except (MemoryError, torch.OutOfMemoryError):  # one huge sample must not end a long run
-                _free_cuda_cache()
-                _skip(outcome, Skip(sample.name, "out of memory (try --crop-padding or a smaller image)", method))
-                on_output(path, "skipped")
-                return None
-            save_png(image, path, parameters, overwrite=True)
-            output, status = to_rgb_array(image), f"generated in {parameters['seconds']:.2f} s"
-            if table is not None:
-                table.forget(sample.name, method)
+    try:
+        if evaluation.generate is None:
+            output, status = _checked_output(path, pixels), "existing"
         else:
-            output = existing
-    else:
-        try:
-            output = _checked_output(path, pixels)
-        except InputError as error:
-            _skip(outcome, Skip(sample.name, str(error), method))
-            on_output(path, "skipped")
-            return None
+            output, status = _made_or_kept(evaluation, sample, pixels, method, path)
+    except InputError as error:  # this output only: the run goes on
+        _skip(outcome, Skip(sample.name, str(error), method))
+        on_output(path, "skipped")
+        return None
     if table is not None:
         _score_into(table, sample, pixels, method, output, path, evaluation.learned)
     on_output(path, status)
     return output
 
 
-def _read_output(path: Path, pixels: Pixels) -> Optional[np.ndarray]:
-    """An existing output to resume from, or None if it is missing or unusable (then it is made again)."""
+def _made_or_kept(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, path: Path) -> tuple[np.ndarray, str]:
+    """The output of an earlier run with the same fingerprint, or a new one (written atomically)."""
+    existing = None if evaluation.overwrite else _read_output(path, pixels, evaluation.fingerprint)
+    if existing is not None:
+        return existing, "existing"
+    try:
+        image, parameters = evaluation.generate(sample, pixels, method)
+    except (MemoryError, torch.OutOfMemoryError):  # one huge sample must not end a long run
+        _free_cuda_cache()
+        raise InputError("out of memory (try --crop-padding or a smaller image)") from None
+    save_png(image, path, {**parameters, "bench_run": evaluation.fingerprint}, overwrite=True)
+    return to_rgb_array(image), f"generated in {parameters['seconds']:.2f} s"
+
+
+def _read_output(path: Path, pixels: Pixels, fingerprint: Optional[dict[str, Any]]) -> Optional[np.ndarray]:
+    """An existing output to resume from, or None if it is missing, unusable or made by another run (then it is made again)."""
     if not path.is_file():
         return None
     try:
-        return _checked_output(path, pixels)
+        output = _checked_output(path, pixels)
     except InputError as error:
         log.warning("%s is unusable (%s); making it again.", path, error)
         return None
+    if read_png_parameters(path).get("bench_run") != fingerprint:
+        log.warning("%s was made with other settings; making it again.", path)
+        return None
+    return output
 
 
 def _checked_output(path: Path, pixels: Pixels) -> np.ndarray:
@@ -140,13 +143,15 @@ def _checked_output(path: Path, pixels: Pixels) -> np.ndarray:
 def _score_into(table: MetricsTable, sample: Sample, pixels: Pixels, method: str, output: np.ndarray, path: Path, learned) -> None:
     wanted = {metric.name for metric in METRICS if metric.family == "pixel" or (metric.family == "clip" and learned.clip is not None)}
     wanted |= {"seconds", "peak_memory_mb"}
+    digest = content_digest(pixels, sample.prompt, output)
+    table.keep_if_current(sample.name, method, digest)
     missing = table.missing(sample.name, method, wanted)
     if not missing:
         return
     values = score(output, pixels, sample.prompt, missing, learned)
     if missing & {"seconds", "peak_memory_mb"}:
         values.update(_run_measurements(path))
-    table.update(sample.name, method, values)
+    table.update(sample.name, method, values, digest)
 
 
 def _run_measurements(path: Path) -> dict[str, float]:

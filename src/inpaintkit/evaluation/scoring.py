@@ -1,13 +1,17 @@
 """Per-sample metric rows (metrics.csv) that survive interruption, and their per-method summary.
 
 A cell is empty when it has not been computed yet (so a resumed run computes it), `nan` when the
-metric does not apply (no ground truth, empty prompt, empty region), and a number otherwise.
+metric does not apply (no ground truth, empty prompt, empty region), and a number otherwise. Each
+row carries a digest of the pixels and prompt it was computed from: when the output, the input or
+the prompt changes, the row is computed again.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ from ..io import write_text_atomic
 from .learned_metrics import LearnedMetrics
 from .pixel_metrics import bounding_box, crop, psnr, region_mse, region_ssim
 from .samples import Pixels
+
+log = logging.getLogger("inpaintkit")
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,17 @@ METRICS = (
 )
 METRIC_BY_NAME = {metric.name: metric for metric in METRICS}
 KEY_COLUMNS = ("sample", "method")
-COLUMNS = (*KEY_COLUMNS, *(metric.name for metric in METRICS))
+COLUMNS = (*KEY_COLUMNS, *(metric.name for metric in METRICS), "digest")
+
+
+def content_digest(pixels: Pixels, prompt: str, output: np.ndarray) -> str:
+    """What a row's values depend on: input, mask, ground truth, prompt and output (SHA-1, 16 hex digits)."""
+    digest = hashlib.sha1(prompt.encode("utf-8"))
+    for array in (pixels.image, pixels.mask, pixels.target, output):
+        if array is not None:
+            digest.update(str(array.shape).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def score(output: np.ndarray, pixels: Pixels, prompt: str, wanted: set[str], learned: Optional[LearnedMetrics]) -> dict[str, float]:
@@ -72,24 +88,33 @@ class MetricsTable:
     def __init__(self, path: Path):
         self.path = path
         self.rows: dict[tuple[str, str], dict[str, str]] = {}
-        if path.is_file():
-            for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
-                key = (row.get("sample", ""), row.get("method", ""))
-                self.rows[key] = {column: row.get(column) or "" for column in COLUMNS}
+        if not path.is_file():
+            return
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            log.warning("%s is unreadable (%s); every metric is computed again.", path, error)
+            return
+        for row in csv.DictReader(io.StringIO(text)):
+            key = (row.get("sample"), row.get("method"))
+            if all(isinstance(part, str) and part for part in key):  # a row cut off mid-key is dropped
+                self.rows[key] = {column: row.get(column) or "" for column in COLUMNS}  # type: ignore[index]
+
+    def keep_if_current(self, sample: str, method: str, digest: str) -> None:
+        """Drop the row if it was computed from other pixels or another prompt."""
+        row = self.rows.get((sample, method))
+        if row is not None and row.get("digest") != digest:
+            del self.rows[(sample, method)]
 
     def missing(self, sample: str, method: str, wanted: set[str]) -> set[str]:
-        """The wanted metrics this row does not hold yet."""
+        """The wanted metrics this row does not hold yet (an unreadable cell counts as missing)."""
         row = self.rows.get((sample, method), {})
-        return {name for name in wanted if not row.get(name)}
+        return {name for name in wanted if parse_value(row.get(name, "")) is None}
 
-    def update(self, sample: str, method: str, values: dict[str, float]) -> None:
+    def update(self, sample: str, method: str, values: dict[str, float], digest: str) -> None:
         row = self.rows.setdefault((sample, method), {column: "" for column in COLUMNS})
-        row.update(sample=sample, method=method)
+        row.update(sample=sample, method=method, digest=digest)
         row.update({name: format_value(value) for name, value in values.items()})
-
-    def forget(self, sample: str, method: str) -> None:
-        """Drop a row whose output was just regenerated: its old values describe another image."""
-        self.rows.pop((sample, method), None)
 
     def save(self) -> None:
         buffer = io.StringIO()
