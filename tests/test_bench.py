@@ -365,3 +365,35 @@ def test_metrics_are_computed_again_when_a_prediction_changes(finished, tmp_path
     hole = np.asarray(Image.open(dataset / "a.mask.png")) >= 128
     expected = np.mean(((shifted.astype(np.float64)[~hole] - source[~hole]) / 255) ** 2)
     assert float(row["background_mse"]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_folder_oddities_are_reported_per_sample(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    Image.fromarray(gradient_image(SIZE, SIZE, seed=5)).save(dataset / "a.jpg")  # a second image named a
+    (dataset / "c.txt").write_bytes(b"caf\xe9")  # Latin-1, not UTF-8
+    long_name = "L" * 240  # fits the file system, but its temporary file name does not
+    Image.fromarray(gradient_image(SIZE, SIZE, seed=6)).save(dataset / f"{long_name}.png")
+    Image.fromarray(box_mask(SIZE, SIZE, (8, 8, 30, 30))).save(dataset / f"{long_name}.mask.png")
+    dst = tmp_path / "results"
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    reasons = {skip["sample"]: skip["reason"] for skip in json.loads((dst / "summary.json").read_text())["skipped"]}
+    assert reasons["a.png"] == "a.png: another image is also named a"  # a.jpg sorts first and is the sample a
+    assert reasons["c"] == "c.txt is not UTF-8 text"
+    assert "File name too long" in reasons[long_name]
+    assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["a.png", "b.png"]
+
+
+def test_a_csv_listing_saved_with_a_byte_order_mark_is_read(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    (dataset / "prompts.csv").write_text("image,mask,prompt\na.png,a.mask.png,a cat\n", encoding="utf-8-sig")
+    dst = tmp_path / "results"
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    assert code == 0, err
+    assert [path.name for path in (dst / "blend").glob("*.png")] == ["a.png"]
+
+
+def test_metrics_with_a_mistyped_method_folder_is_refused(finished, tmp_path, capsys):
+    dataset, dst = finished
+    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--method", "blnd", "--dst", tmp_path / "m"], capsys)
+    assert_one_line_error(code, err, f"No prediction folder {dst / 'blnd'}; --method names subfolders of --pred")

@@ -110,3 +110,32 @@ def test_bench_on_pipe_uses_the_target_as_ground_truth(tmp_path, capsys, tiny9, 
     assert summary["metrics"]["blend"]["masked_mse"]["n"] == 2  # every PIPE sample has a ground truth
     assert summary["kid_reference"] == "ground truth" and summary["kid"]["blend"]["samples"] == 2
     assert json.loads(Image.open(dst / "grids" / "coco-1-10.png").text["columns"]) == ["input", "mask", "ground truth", "blend"]
+
+
+def test_a_pipe_row_whose_image_cannot_be_decoded_is_skipped_not_fatal(tmp_path):
+    import datasets
+
+    images, masks = write_pipe(tmp_path)
+    table = datasets.load_dataset("parquet", data_files={"test": str(images)}, split="test").cast_column("source_img", datasets.Image(decode=False))
+    rows = table.to_dict()
+    rows["source_img"][0] = {"bytes": b"not an image at all", "path": None}
+    datasets.Dataset.from_dict(rows, features=table.features).to_parquet(str(images))
+    samples = read_pipe("test", images=str(images), masks=str(masks))
+    with pytest.raises(InputError, match="cannot be read|not an image format"):
+        samples[0].load()
+    assert samples[1].load().image.shape == (SIZE, SIZE, 3)
+
+
+def test_a_blank_vlm_instruction_falls_back_to_the_class_one(tmp_path):
+    import datasets
+
+    images, masks = write_pipe(tmp_path)
+    table = datasets.load_dataset("parquet", data_files={"test": str(images)}, split="test")
+    table = table.map(lambda row: {"Instruction_VLM-LLM": "   " if row["img_id"] == 1 else row["Instruction_VLM-LLM"]})
+    table.to_parquet(str(images))
+    assert read_pipe("test", images=str(images), masks=str(masks))[0].prompt == "add a ball"
+
+
+def test_a_missing_local_pipe_file_is_named_as_missing(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_pipe("test", images=str(tmp_path / "images.parquet"), masks=str(tmp_path / "masks.parquet"))

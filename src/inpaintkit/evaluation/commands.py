@@ -61,6 +61,9 @@ def command_metrics(arguments: argparse.Namespace) -> int:
     if not pred.is_dir():
         raise InputError(f"--pred {pred} is not a folder.")
     folders = {method: pred / method for method in parse_methods(arguments.method, known_only=False)} if arguments.method else prediction_folders(pred)
+    absent = [str(folder) for folder in folders.values() if not folder.is_dir()]
+    if absent:
+        raise InputError(f"No prediction folder {', '.join(absent)}; --method names subfolders of --pred.")
     samples = open_samples(arguments)
     dst = prepare_dst(arguments.dst or pred, [])
     learned = load_metrics(arguments)

@@ -56,7 +56,9 @@ def open_table(source: str, split: str, required: tuple[str, ...]):
     except ImportError:
         raise InputError("Reading PIPE needs the `datasets` package: pip install 'inpaintkit[eval]'.") from None
     datasets.disable_progress_bars()
-    path = Path(source)
+    path = Path(source).expanduser()
+    if not path.exists() and (source.startswith(("/", ".", "~")) or path.suffix == ".parquet"):
+        raise InputError(f"{source} does not exist (a PIPE source is a hub id, a local dataset folder or a parquet file).")
     try:
         if path.is_file():
             table = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
@@ -79,11 +81,16 @@ def _keys(table) -> list[tuple]:
 
 def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple) -> Sample:
     record = image_table.select_columns([column for column in PROMPT_COLUMNS if column in image_table.column_names])[image_row]
-    prompt = next((str(record[column]).strip() for column in PROMPT_COLUMNS if record.get(column)), "")
+    prompt = next((str(record[column]).strip() for column in PROMPT_COLUMNS if str(record.get(column) or "").strip()), "")
 
     def open_pixels() -> Pixels:
-        images = image_table[image_row]
-        return load_pixels(_image(images["source_img"]), _image(mask_table[mask_row]["mask"]), _image(images["target_img"]))
+        try:
+            images = image_table[image_row]
+            return load_pixels(_image(images["source_img"]), _image(mask_table[mask_row]["mask"]), _image(images["target_img"]))
+        except InputError:
+            raise
+        except Exception as error:  # a cell datasets or Pillow cannot decode: this sample only
+            raise InputError(f"the PIPE row's images cannot be read ({first_line(error)})") from None
 
     return Sample(safe_name("-".join(str(part) for part in key)), prompt, open_pixels)
 

@@ -86,16 +86,32 @@ def read_samples(source: Path) -> list[Sample]:
 
 
 def scan_folder(folder: Path) -> Iterator[Sample]:
+    seen: set[str] = set()
     for image in sorted(folder.iterdir()):
         if image.suffix.lower() not in IMAGE_SUFFIXES or _is_companion(image.name):
             continue
         name = image.stem
+        if name in seen:  # a.png and a.jpg: one name, one output file, so the second cannot be told apart
+            yield Sample(f"{name}{image.suffix}", "", _never, f"{image.name}: another image is also named {name}")
+            continue
+        seen.add(name)
         mask = folder / f"{name}.mask.png"
-        prompt_file = folder / f"{name}.txt"
         target = next((folder / f"{name}.gt{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{name}.gt{suffix}").is_file()), None)
-        problem = None if mask.is_file() else f"{mask.name} is missing"
-        prompt = prompt_file.read_text(encoding="utf-8").strip() if prompt_file.is_file() else ""
+        prompt, problem = _prompt_file(folder / f"{name}.txt")
+        problem = problem or (None if mask.is_file() else f"{mask.name} is missing")
         yield Sample(name, prompt, _opener(image, mask, target), problem)
+
+
+def _prompt_file(path: Path) -> tuple[str, Optional[str]]:
+    """NAME.txt's prompt (empty if there is no file), or the reason it cannot be read."""
+    if not path.is_file():
+        return "", None
+    try:
+        return path.read_text(encoding="utf-8-sig").strip(), None
+    except UnicodeDecodeError:
+        return "", f"{path.name} is not UTF-8 text"
+    except OSError as error:
+        return "", f"{path.name} cannot be read ({error.strerror or error})"
 
 
 def read_listing(listing: Path) -> list[Sample]:
@@ -120,7 +136,8 @@ def _listed_sample(listing: Path, line: int, row: dict | str, seen: set[str]) ->
         return Sample(f"line-{line}", "", _never, f"{where}: {row}")
     missing = [field for field in ("image", "mask") if not str(row.get(field) or "").strip()]
     image = listing.parent / str(row.get("image") or "")
-    name = safe_name(str(row.get("name") or "").strip() or image.stem or f"line-{line}")
+    given_name = row.get("name") if isinstance(row.get("name"), str) else ""
+    name = safe_name(given_name.strip() or image.stem or f"line-{line}")
     if name in seen:
         return Sample(f"{name}-line-{line}", "", _never, f"{where}: sample name {name!r} is used twice")
     seen.add(name)
@@ -157,7 +174,7 @@ def _csv_rows(listing: Path) -> Iterator[tuple[int, dict | str]]:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as Excel writes CSV, is not part of the header
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"Cannot read {path} ({first_line(error)}).") from None
 
@@ -172,7 +189,7 @@ def _never() -> Pixels:
 
 def _is_companion(filename: str) -> bool:
     """NAME.mask.png and NAME.gt.png belong to NAME.png; they are not samples themselves."""
-    return bool(re.search(r"\.(mask|gt)\.[^.]+$", filename, re.IGNORECASE))
+    return bool(re.search(r"\.(mask|gt)\.[^.]+$", filename))  # case-sensitive, as the lookup of NAME.gt.png is
 
 
 def safe_name(name: str) -> str:
