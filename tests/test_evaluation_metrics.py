@@ -122,6 +122,23 @@ def test_clip_score_is_torchmetrics_formula_on_the_injected_model(tiny_clip):
     assert any(score > 0 for score in scores), "the check needs at least one positive cosine to mean anything"
 
 
+def test_a_prompt_longer_than_clip_reads_is_cut_at_a_word_and_keeps_its_end_token(tiny_clip):
+    model, processor = load_clip(str(tiny_clip))
+    scorer = ClipScorer(model, processor)
+    image = gradient_image(40, 32, seed=1)
+    long_prompt = " ".join(f"w{index % 10}" for index in range(200))
+    fitted = scorer.fit(long_prompt)
+    tokens = processor(text=[fitted], return_tensors="pt", padding=True)
+    assert tokens.input_ids.shape[1] <= 77 and long_prompt.startswith(fitted)
+    assert len(processor(text=[fitted + " w0"]).input_ids[0]) > 77  # the longest prefix that fits
+    with torch.no_grad():
+        pixels = processor(images=[torch.from_numpy(image).permute(2, 0, 1)], return_tensors="pt")["pixel_values"]
+        cosine = torch.nn.functional.cosine_similarity(
+            model.get_image_features(pixel_values=pixels).pooler_output, model.get_text_features(**tokens).pooler_output
+        ).item()
+    assert scorer(image, long_prompt) == pytest.approx(100 * max(cosine, 0.0), abs=1e-4)
+
+
 class ChannelStatistics(torch.nn.Module):
     """A tiny KID feature extractor: per-channel mean and std of 4x4 blocks (48 numbers per image)."""
 

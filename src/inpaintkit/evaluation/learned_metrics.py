@@ -57,13 +57,29 @@ class ClipScorer:
         from torchmetrics.multimodal.clip_score import CLIPScore
 
         wrapped = _TensorFeatures(model.eval())
+        self.tokenizer = processor.tokenizer
         self.metric = CLIPScore(model_name_or_path=lambda: (wrapped, processor))
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str) -> float:
         self.metric.reset()
-        self.metric.update(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], [prompt])
+        self.metric.update(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], [self.fit(prompt)])
         return float(self.metric.compute())
+
+    def fit(self, prompt: str) -> str:
+        """The longest word prefix of the prompt that fits CLIP's 77 tokens. torchmetrics would cut the
+        tokens itself and lose the end-of-text token, whose embedding CLIP's text feature is."""
+        def fits(words: list[str]) -> bool:
+            return len(self.tokenizer(" ".join(words)).input_ids) <= self.tokenizer.model_max_length
+
+        words = prompt.split()
+        if fits(words):
+            return prompt
+        low, high = 0, len(words)  # fits(words[:low]) holds, fits(words[:high]) does not
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if fits(words[:middle]) else (low, middle)
+        return " ".join(words[:low])
 
 
 class ClipImageFeatures(torch.nn.Module):
