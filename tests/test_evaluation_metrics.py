@@ -79,10 +79,11 @@ def test_bounding_box_is_exclusive_on_the_right_and_bottom(picture):
     assert bounding_box(hole) == (10, 8, 30, 24)
 
 
-def test_summary_is_mean_and_population_std_and_keeps_infinity():
-    assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2}
-    assert summarize([math.inf, 30.0]) == {"mean": math.inf, "std": None, "n": 2}
-    assert summarize([]) == {"mean": None, "std": None, "n": 0}
+def test_summary_is_mean_and_population_std_and_counts_identical_regions_apart():
+    assert summarize([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 2, "identical": 0}
+    assert summarize([math.inf, 30.0, 20.0]) == {"mean": 25.0, "std": 5.0, "n": 3, "identical": 1}
+    assert summarize([math.inf, math.inf]) == {"mean": math.inf, "std": None, "n": 2, "identical": 2}
+    assert summarize([]) == {"mean": None, "std": None, "n": 0, "identical": 0}
 
 
 def test_metrics_table_round_trips_every_bit(tmp_path):

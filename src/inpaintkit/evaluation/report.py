@@ -175,6 +175,8 @@ def _cell(stat: dict[str, Any], best: bool, samples: int) -> str:
     mean, std = stat["mean"], stat["std"]
     text = "∞ (identical)" if mean == math.inf else f"{mean:.4g}" + ("" if std is None else f" ± {std:.2g}")
     text = f"**{text}**" if best else text
+    if stat.get("identical") and mean != math.inf:
+        text += f" (+{stat['identical']} identical)"
     return text if stat["n"] == samples else f"{text} (n={stat['n']})"
 
 

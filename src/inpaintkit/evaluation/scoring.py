@@ -145,10 +145,16 @@ def parse_value(cell: str) -> Optional[float]:
 
 
 def summarize(values: list[float]) -> dict[str, float | int | None]:
-    """Mean and population std (ddof 0) over the samples; +inf (e.g. PSNR of an identical background) stays +inf."""
+    """Mean and population std (ddof 0) over the samples.
+
+    +inf (the PSNR of an identical region) cannot be averaged with numbers: the mean and std are then
+    over the finite values, `identical` counts the others, and only an all-identical method's mean is inf.
+    """
     if not values:
-        return {"mean": None, "std": None, "n": 0}
+        return {"mean": None, "std": None, "n": 0, "identical": 0}
     array = np.asarray(values, dtype=np.float64)
-    if np.isinf(array).any():
-        return {"mean": float(array.mean()), "std": None, "n": len(values)}
-    return {"mean": float(array.mean()), "std": float(array.std()), "n": len(values)}
+    finite = array[np.isfinite(array)]
+    identical = int(np.isposinf(array).sum())
+    if finite.size == 0:
+        return {"mean": math.inf, "std": None, "n": len(values), "identical": identical}
+    return {"mean": float(finite.mean()), "std": float(finite.std()), "n": len(values), "identical": identical}
