@@ -7,6 +7,7 @@ import html
 import io
 import logging
 import threading
+from dataclasses import fields
 from typing import Any, Iterator, Optional
 
 import gradio as gr
@@ -22,11 +23,9 @@ from .editor import job_image_and_mask, mask_overlay
 
 log = logging.getLogger("inpaintkit")
 
-# The Run handler's parameters that are InpaintSettings fields; the rest (image, mask, only_masked) are read apart.
-SETTING_PARAMETERS = (
-    "prompt", "negative_prompt", "method", "guidance", "steps", "strength", "seed", "num_images", "scheduler",
-    "mask_grow", "mask_blur", "crop_padding", "fill", "color_match", "paste_back", *METHOD_OPTIONS,
-)
+# The Run handler takes every InpaintSettings field as a parameter of that name; the rest (image, mask,
+# only_masked) are read apart. Derived from the dataclass, so a new setting cannot be silently dropped.
+SETTING_PARAMETERS = frozenset(field.name for field in fields(InpaintSettings))
 
 
 class InpaintJobs:
