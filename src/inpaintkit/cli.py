@@ -23,7 +23,7 @@ from .models import DEFAULT_MODEL
 from .acceleration import AUTO_TILING_PIXELS, TILING_MODES
 from .schedulers import SCHEDULER_NAMES
 from .settings import InpaintSettings
-from .evaluation.commands import DEFAULT_SEED
+from .evaluation.commands import DEFAULT_SEED, command_bench, command_metrics  # light: imported for DEFAULT_SEED anyway
 from .evaluation.learned_metrics import DEFAULT_CLIP_MODEL, KID_FEATURES
 from .evaluation.pipe import PIPE_IMAGES, PIPE_MASKS
 
@@ -356,18 +356,6 @@ def command_info(arguments: argparse.Namespace) -> int:
     description = {"model": arguments.model, **components.capabilities.describe(), "device": str(components.device), "dtype": str(components.dtype).removeprefix("torch.")}
     print(json.dumps(description, indent=2))
     return 0
-
-
-def command_bench(arguments: argparse.Namespace) -> int:
-    from .evaluation.commands import command_bench
-
-    return command_bench(arguments)
-
-
-def command_metrics(arguments: argparse.Namespace) -> int:
-    from .evaluation.commands import command_metrics
-
-    return command_metrics(arguments)
 
 
 def command_ui(arguments: argparse.Namespace) -> int:
