@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
+import tempfile
 import time
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+# Gradio's upload cache is content-addressed and, by default, one /tmp/gradio per machine: an app closing
+# in one pytest worker deletes (delete_cache) the files of an identical upload in the other. One per process.
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="inpaintkit-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 
 pytest.importorskip("gradio", reason="the web UI needs the 'ui' extra (gradio)")
 from gradio_client import Client, handle_file  # noqa: E402
