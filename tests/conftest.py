@@ -17,6 +17,16 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fp32_on_every_cpu():
+    """`--dtype auto` is bf16 on CPUs with bf16 instructions and fp32 elsewhere; the suite pins fp32 so its
+    results do not depend on the CPU CI lands on. test_devices.py tests both answers, and the tests that
+    start `inpaintkit` in a subprocess run the real default."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("inpaintkit.devices.cpu_has_fast_bf16", lambda: False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny9(tmp_path_factory):
     """A 9-channel (dedicated inpainting) tiny model folder."""

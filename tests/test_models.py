@@ -156,16 +156,6 @@ def test_a_file_as_config_is_refused(tmp_path, tiny9, capsys):
     assert_one_line_error(code, err, "is a file; give a diffusers folder")
 
 
-def test_auto_dtype_is_fp16_on_cuda_and_fp32_on_cpu():
-    import torch
-
-    from inpaintkit.models import resolve_dtype
-
-    assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
-
-
 def test_a_mistyped_local_path_is_not_blamed_on_the_hub(tmp_path, tiny9):
     (tmp_path / "models").mkdir()
     env = {**os.environ, "HF_HOME": str(tmp_path / "empty-hf"), "HF_HUB_OFFLINE": "1"}

@@ -11,12 +11,12 @@ from typing import Any
 import torch
 
 from .acceleration import Acceleration
+from .devices import limit_cpu_threads, resolve_device, resolve_dtype
 from .errors import InputError, first_line
 from .tiny import is_untrained
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -63,30 +63,6 @@ class Components:
     acceleration: Acceleration = field(default_factory=Acceleration)  # set by acceleration.accelerate
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise InputError(f"Unknown device '{device}'; use auto, cpu or cuda.")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise InputError(f"Device '{device}' does not exist; this machine has CUDA devices 0..{torch.cuda.device_count() - 1}.")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA, fp32 on CPU; a torch.dtype passes through."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in DTYPES:
-        raise InputError(f"Unknown dtype '{dtype}'; use auto, fp32, fp16 or bf16.")
-    return DTYPES[dtype]
-
-
 def load_components(
     model: str | Path = DEFAULT_MODEL,
     *,
@@ -101,6 +77,8 @@ def load_components(
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if torch_device.type == "cpu":
+        limit_cpu_threads()
     pipeline = _load_pipeline(str(model), torch_dtype, config)
     capabilities = read_capabilities(pipeline, str(model))
     for part in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
