@@ -35,7 +35,8 @@ class LoopState:
     components: Components
     settings: InpaintSettings
     scheduler: object
-    timesteps: torch.Tensor
+    timesteps: torch.Tensor  # on the device, for the UNet and add_noise
+    timestep_values: list  # the same as Python numbers, for the scheduler's own arithmetic
     generators: list[torch.Generator]
     known_latents: Optional[torch.Tensor]  # z0: the input image's latents (posterior samples), or None
     noise: torch.Tensor  # the job's initial noise, reused to noise the known region
@@ -78,6 +79,9 @@ def denoise(
         # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
         scheduler = build_scheduler(method, settings, components.scheduler_config)
         timesteps = schedule(scheduler, settings.steps, method.skipped_steps(settings), device)
+        # Read once, here: given Python numbers, the schedulers' step() compares and indexes on the host,
+        # where a device tensor would make every step wait for the GPU (`if prev_timestep >= 0`).
+        timestep_values = timesteps.tolist()
 
         # 2. Text embeddings, the unconditional half first (one batched UNet call per step).
         embeddings = encode_prompt(components, settings, guided)
@@ -90,7 +94,8 @@ def denoise(
         # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
         set_vae_tiling(components.vae, components.acceleration.tiles(*pixels.shape[:2]))
         state, latents, condition = prepare_latents(
-            components, method, settings, scheduler, timesteps, generators, image, pixel_mask, masked_image, change_map
+            components, method, settings, scheduler, timesteps, timestep_values, generators, image, pixel_mask, masked_image,
+            change_map,
         )
         latents = method.start(state, latents)
         if guided and condition is not None:
@@ -100,9 +105,9 @@ def denoise(
         # 5. The loop.
         order = list(method.step_order(state))
         for count, i in enumerate(order):
-            t = timesteps[i]
+            t, t_value = timesteps[i], timestep_values[i]
             latents = method.before_step(state, i, latents)
-            model_input = method.unet_input(state, i, scheduler.scale_model_input(latents, t))
+            model_input = method.unet_input(state, i, scheduler.scale_model_input(latents, t_value))
             model_input = torch.cat([model_input] * 2) if guided else model_input
             if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
                 model_input = torch.cat([model_input, condition], dim=1)
@@ -110,7 +115,7 @@ def denoise(
             if guided:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + settings.guidance * (conditional - unconditional)
-            latents = scheduler.step(prediction, t, latents, **step_kwargs, return_dict=False)[0]
+            latents = scheduler.step(prediction, t_value, latents, **step_kwargs, return_dict=False)[0]
             latents = method.after_step(state, i, latents)
             if callback is not None and callback(count, len(order), latents) is False:
                 raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
@@ -155,7 +160,9 @@ def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch
     return scheduler.timesteps[skipped * scheduler.order :]
 
 
-def prepare_latents(components, method, settings, scheduler, timesteps, generators, image, pixel_mask, masked_image, change_map):
+def prepare_latents(
+    components, method, settings, scheduler, timesteps, timestep_values, generators, image, pixel_mask, masked_image, change_map,
+):
     """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
     vae, device, dtype = components.vae, components.device, components.dtype
     capabilities = components.capabilities
@@ -193,7 +200,8 @@ def prepare_latents(components, method, settings, scheduler, timesteps, generato
         change = F.interpolate(torch.tensor(change_map)[None, None].float(), size=(height, width), mode="area")
         change = change.to(device, dtype).repeat(len(generators), 1, 1, 1)
     state = LoopState(
-        components=components, settings=settings, scheduler=scheduler, timesteps=timesteps, generators=generators,
+        components=components, settings=settings, scheduler=scheduler, timesteps=timesteps,
+        timestep_values=timestep_values, generators=generators,
         known_latents=known_latents, noise=noise, mask=latent_mask, change=change, image=image, pixel_mask=pixel_mask,
     )
     return state, latents, condition

@@ -36,7 +36,7 @@ def mask_for_step(masks: list[torch.Tensor], i: int, count: int) -> torch.Tensor
 
 def start_from_noise(state) -> torch.Tensor:
     """Pure noise at the level of the first step that runs (BLD starts from noise, not from the input)."""
-    scheduler, first = state.scheduler, state.scheduler.timesteps.tolist().index(state.timesteps[0].item())
+    scheduler, first = state.scheduler, state.scheduler.timesteps.tolist().index(state.timestep_values[0])
     if scheduler.init_noise_sigma > 1 and hasattr(scheduler, "sigmas"):
         # sigma-parameterised latents (Euler, LMS): noise of std sqrt(sigma^2 + 1) at that step's sigma
         return state.noise * (scheduler.sigmas[first] ** 2 + 1) ** 0.5

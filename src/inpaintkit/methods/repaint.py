@@ -10,6 +10,8 @@ The UNet runs len(jump_schedule(...)) times: N + (r - 1) * J * len(range(0, N - 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import InputError
@@ -32,13 +34,16 @@ def jump_schedule(count: int, jump_length: int, jump_n_sample: int) -> list[int]
     return order
 
 
-def alpha_bar_at(state, position: int) -> torch.Tensor:
-    """abar of the latents after `position` steps down (the last step lands on the scheduler's final alpha)."""
+def alpha_bars(state) -> list[float]:
+    """abar of the latents after each number of steps down, 0..len(timesteps), as Python floats.
+
+    Read before the loop, so going back up costs no host-device transfer per stride. The last step
+    lands on the scheduler's final alpha: DDIM's final_alpha_cumprod, or 1 for DDPM.
+    """
     scheduler = state.scheduler
-    if position < len(state.timesteps):
-        return scheduler.alphas_cumprod[int(state.timesteps[position])]
-    final = getattr(scheduler, "final_alpha_cumprod", None)  # DDIM's; DDPM's last step lands on abar = 1
-    return final if final is not None else torch.tensor(1.0)
+    final = getattr(scheduler, "final_alpha_cumprod", None)
+    final = 1.0 if final is None else float(final)
+    return [float(scheduler.alphas_cumprod[t]) for t in state.timestep_values] + [final]
 
 
 class RePaint(Method):
@@ -67,11 +72,15 @@ class RePaint(Method):
         settings = state.settings
         return jump_schedule(len(state.timesteps), self.option(settings, "jump_length"), self.option(settings, "jump_n_sample"))
 
+    def start(self, state, latents: torch.Tensor) -> torch.Tensor:
+        state.extra["alpha_bars"] = alpha_bars(state)
+        return latents
+
     def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        position = state.extra.get("position", 0)  # how many steps down the latents are
+        position, alpha_bar = state.extra.get("position", 0), state.extra["alpha_bars"]  # position: steps down so far
         for level in range(position, i, -1):  # back up, one stride at a time
-            ratio = (alpha_bar_at(state, level - 1) / alpha_bar_at(state, level)).to(latents.device, latents.dtype)
-            latents = ratio.sqrt() * latents + (1 - ratio).sqrt() * state.fresh_noise()
+            ratio = alpha_bar[level - 1] / alpha_bar[level]
+            latents = math.sqrt(ratio) * latents + math.sqrt(1 - ratio) * state.fresh_noise()
         return latents
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:

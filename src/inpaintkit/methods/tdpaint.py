@@ -31,10 +31,14 @@ class TDPaint(Method):
                 f"(ddim, pndm, dpm++2m, unipc), not {type(scheduler).__name__}."
             )
 
-    def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+    def start(self, state, latents: torch.Tensor) -> torch.Tensor:
+        # The known region's UNet input is the same at every step: built once, before the loop.
         alpha_bar = state.scheduler.alphas_cumprod[self.option(state.settings, "known_t")].to(latents.device, latents.dtype)
-        known = alpha_bar.sqrt() * state.known_latents + (1 - alpha_bar).sqrt() * state.noise
-        return state.mask * latents + (1 - state.mask) * known
+        state.extra["known_input"] = alpha_bar.sqrt() * state.known_latents + (1 - alpha_bar).sqrt() * state.noise
+        return latents
+
+    def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+        return state.mask * latents + (1 - state.mask) * state.extra["known_input"]
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
         if i < len(state.timesteps) - 1:
