@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from ..errors import InputError
 from ..io import check_writable, write_text_atomic
 from ..methods import METHOD_OPTIONS, METHODS
+from ..names import DEFAULT_SEED
 from ..settings import InpaintSettings
 from .pipe import parse_pipe_source, read_pipe
 from .samples import IMAGE_SUFFIXES, Sample, read_samples
@@ -20,7 +21,6 @@ from .run import Evaluation, evaluate
 
 log = logging.getLogger("inpaintkit")
 RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resume cannot mix two runs
-DEFAULT_SEED = 0
 
 
 def command_bench(arguments: argparse.Namespace) -> int:

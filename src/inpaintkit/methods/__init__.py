@@ -1,9 +1,11 @@
-"""The registry of inpainting methods. Adding a method: one module here and one line below."""
+"""The registry of inpainting methods. Adding a method: one module here, one line below, and its name and summary
+in names.py (which --help reads without importing torch)."""
 
 from __future__ import annotations
 
 from ..errors import InputError
 from ..models import Capabilities
+from ..names import METHOD_NAMES  # light, for the CLI's --help; METHODS must list the same names
 from .base import METHOD_OPTIONS, Method, flag
 from .blend import Blend
 from .bld import BlendedLatentDiffusion
@@ -15,7 +17,6 @@ from .tdpaint import TDPaint
 METHODS: dict[str, Method] = {
     method.name: method for method in (Native(), Blend(), BlendedLatentDiffusion(), Soft(), RePaint(), TDPaint())
 }
-METHOD_NAMES = ("auto", *METHODS)
 
 
 def resolve_method(name: str, capabilities: Capabilities, settings) -> Method:
