@@ -1,4 +1,9 @@
-"""`inpaintkit` command line: a thin layer over Inpainter. User errors end with exit code 2 and one line."""
+"""`inpaintkit` command line: a thin layer over Inpainter. User errors end with exit code 2 and one line.
+
+Building the parser must not import torch or diffusers (seconds): `--help` and argument errors answer at once.
+Its choices and defaults come from light modules (names.py, schedulers, fill, ...); each command imports the
+heavy parts it needs when it runs. tests/test_cli_startup.py checks this.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,21 @@ import sys
 import warnings
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Optional, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError
-from .fill import FILLS
-from .io import check_writable
-from .methods import METHOD_NAMES, METHODS
-from .methods.bld import RECONSTRUCTIONS
-from .models import DEFAULT_MODEL
-from .acceleration import AUTO_TILING_PIXELS, TILING_MODES
-from .schedulers import SCHEDULER_NAMES
-from .settings import InpaintSettings
-from .evaluation.commands import DEFAULT_SEED, command_bench, command_metrics  # light: imported for DEFAULT_SEED anyway
-from .evaluation.learned_metrics import DEFAULT_CLIP_MODEL, KID_FEATURES
 from .evaluation.pipe import PIPE_IMAGES, PIPE_MASKS
+from .fill import FILLS
+from .names import (
+    AUTO_TILING_PIXELS, DEFAULT_CLIP_MODEL, DEFAULT_MODEL, DEFAULT_SEED, DTYPE_CHOICES, KID_FEATURES, METHOD_NAMES,
+    METHOD_SUMMARIES, RECONSTRUCTIONS, TILING_MODES,
+)
+from .schedulers import SCHEDULER_NAMES
+
+if TYPE_CHECKING:
+    from .inpainter import Inpainter
+    from .settings import InpaintSettings
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -71,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
 
     bench = commands.add_parser("bench", help="run several methods over a dataset and score them", description="Inpaint every sample with every method (same seed and settings), then score and report.")
-    bench.add_argument("--pipeline", "--method", dest="pipeline", required=True, metavar="METHODS", help=f"comma-separated methods to compare, from: {', '.join(METHODS)}")
+    bench.add_argument("--pipeline", "--method", dest="pipeline", required=True, metavar="METHODS", help=f"comma-separated methods to compare, from: {', '.join(METHOD_SUMMARIES)}")
     bench.add_argument("--dst", required=True, type=Path, help="results folder: DST/METHOD/NAME.png, metrics.csv, summary.json, report.md, charts/, grids/")
     bench.add_argument("--metric", action="store_true", help="score the outputs (else only generate them, with grids and the report)")
     bench.add_argument("--overwrite", action="store_true", help="make every output again (by default a re-run resumes, skipping finished outputs)")
@@ -124,7 +127,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_speed_arguments(parser)
     generation = add_settings_arguments(parser, seed_help="random seed (default: random, printed and stored); image k uses seed + k")
-    methods_help = "; ".join(f"{name}: {method.summary.rstrip('.')}" for name, method in METHODS.items())
+    methods_help = "; ".join(f"{name}: {summary.rstrip('.')}" for name, summary in METHOD_SUMMARIES.items())
     generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
     generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
     generation.add_argument("--batch-size", type=positive_int, default=4, help="images per UNet batch; each batch is saved as it finishes (default 4)")
@@ -182,7 +185,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul")
 
 
-def inpainter_from_arguments(arguments: argparse.Namespace):
+def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
     """Load the model the way the arguments say (model, device, dtype, config and the speed options)."""
     from .inpainter import Inpainter
 
@@ -197,7 +200,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})")
     group.add_argument("--config", help="for a single-file model: a diffusers folder or hub id with the component configs")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    group.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="auto: fp16 on CUDA, fp32 on CPU")
+    group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on CUDA, fp32 on CPU")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -211,9 +214,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("inpaintkit: interrupted; images already written are kept.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (MemoryError, torch.OutOfMemoryError):
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
         print("inpaintkit: error: out of memory; lower --num-images, use --crop-padding, a smaller image or --dtype fp16.", file=sys.stderr)
         return EXIT_USAGE
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, or torch's out-of-memory error (a RuntimeError), without importing torch to ask."""
+    if isinstance(error, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # torch's error can only come from a job that has imported torch
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 def configure_logging(quiet: bool) -> None:
@@ -284,11 +297,15 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
+    from .settings import InpaintSettings
+
     return InpaintSettings(**{field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)})
 
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
     """Where each image goes: the file itself for one image, NAME-k.png for several, NAME-SEED.png in a folder."""
+    from .io import check_writable
+
     if not output_argument.strip():
         raise InputError("The output path is empty; give a .png file or a folder.")
     output = Path(output_argument)
@@ -356,6 +373,18 @@ def command_info(arguments: argparse.Namespace) -> int:
     description = {"model": arguments.model, **components.capabilities.describe(), "device": str(components.device), "dtype": str(components.dtype).removeprefix("torch.")}
     print(json.dumps(description, indent=2))
     return 0
+
+
+def command_bench(arguments: argparse.Namespace) -> int:
+    from .evaluation.commands import command_bench  # imports torch: not at the top, where the parser is built
+
+    return command_bench(arguments)
+
+
+def command_metrics(arguments: argparse.Namespace) -> int:
+    from .evaluation.commands import command_metrics
+
+    return command_metrics(arguments)
 
 
 def command_ui(arguments: argparse.Namespace) -> int:
