@@ -14,7 +14,7 @@ from __future__ import annotations
 # models.DEFAULT_MODEL
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
-# The --dtype choices; "auto" is resolved by the loader (models.resolve_dtype), the rest name a torch dtype.
+# The --dtype choices: "auto" and the keys of devices.DTYPES (which maps them to torch dtypes).
 DTYPE_CHOICES = ("auto", "fp32", "fp16", "bf16")
 
 # acceleration.TILING_MODES and acceleration.AUTO_TILING_PIXELS
