@@ -14,13 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InputError
+from .names import AUTO_TILING_PIXELS, TILING_MODES
 
 log = logging.getLogger("inpaintkit")
 
-TILING_MODES = ("auto", "on", "off")
-# Above 1 megapixel the SD 1.5 VAE decoder's activations pass 4 GB in fp16 (issue 8's 2048x2048
-# target is 8 GB for the whole job), so auto tiles there.
-AUTO_TILING_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,9 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError
-from .evaluation.pipe import PIPE_IMAGES, PIPE_MASKS
-from .fill import FILLS
 from .names import (
-    AUTO_TILING_PIXELS, DEFAULT_CLIP_MODEL, DEFAULT_MODEL, DEFAULT_SEED, DTYPE_CHOICES, KID_FEATURES, METHOD_NAMES,
-    METHOD_SUMMARIES, RECONSTRUCTIONS, TILING_MODES,
+    AUTO_TILING_PIXELS, DEFAULT_CLIP_MODEL, DEFAULT_MODEL, DEFAULT_SEED, DTYPE_CHOICES, FILLS, KID_FEATURES, METHOD_NAMES,
+    METHOD_SUMMARIES, PIPE_IMAGES, PIPE_MASKS, RECONSTRUCTIONS, TILING_MODES,
 )
 from .schedulers import SCHEDULER_NAMES
 
@@ -200,7 +198,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})")
     group.add_argument("--config", help="for a single-file model: a diffusers folder or hub id with the component configs")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on CUDA, fp32 on CPU")
+    group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .names import FILLS
 
-FILLS = ("original", "telea", "ns", "blur", "noise")
 
 # Telea/NS neighbourhood in pixels. OpenCV's examples use 3; 5 smooths a little more. Anything
 # finer does not matter: the fill is noised and encoded at 1/8 resolution (one latent cell = 8 px).

@@ -13,9 +13,9 @@ import torch
 from .acceleration import Acceleration
 from .devices import limit_cpu_threads, resolve_device, resolve_dtype
 from .errors import InputError, first_line
+from .names import DEFAULT_MODEL
 from .tiny import is_untrained
 
-DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 

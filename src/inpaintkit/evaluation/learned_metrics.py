@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 
 from ..errors import first_line
+from ..names import DEFAULT_CLIP_MODEL, KID_FEATURES
 
 log = logging.getLogger("inpaintkit")
 
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # BrushBench's choice
-KID_FEATURES = ("inception", "clip")
 KID_CROP_SIZE = 299  # Inception-v3's input size; the crops are resized to it for every extractor
 MAX_SUBSET_SIZE = 1000  # torchmetrics' default subset size
 

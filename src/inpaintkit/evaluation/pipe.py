@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import InputError, first_line
+from ..names import PIPE_IMAGES, PIPE_MASKS
 from .samples import Pixels, Sample, load_pixels, safe_name
 
-PIPE_IMAGES = "paint-by-inpaint/PIPE"
-PIPE_MASKS = "paint-by-inpaint/PIPE_Masks"
 JOIN_KEYS = ("target_img_dataset", "img_id", "ann_id")
 IMAGE_COLUMNS = (*JOIN_KEYS, "source_img", "target_img")
 MASK_COLUMNS = (*JOIN_KEYS, "mask")

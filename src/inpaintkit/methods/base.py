@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..models import Capabilities
+from ..names import METHOD_SUMMARIES
 
 # Every method option, with the method it belongs to (and its CLI flag, for messages).
 METHOD_OPTIONS = {
@@ -35,12 +36,16 @@ def flag(option: str) -> str:
 
 class Method:
     name: str = ""
-    summary: str = ""  # one line for --help and the UI
+    summary: str = ""  # one line for --help and the UI (names.METHOD_SUMMARIES)
     paper: str = ""
     requires_inpainting_unet: bool = False
     needs_known_latents: bool = False  # the loop must encode the input image (z0) even at strength 1
     soft_mask: bool = False  # reads the grayscale mask as per-pixel strength instead of binarising it
     defaults: dict[str, Any] = {}  # this method's options and their defaults
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.summary = METHOD_SUMMARIES[cls.name]  # kept in names.py, so --help needs no torch
 
     # -- checks, before any work -------------------------------------------------------------
     def check(self, capabilities: Capabilities, settings) -> None:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..finish import poisson_blend
+from ..names import RECONSTRUCTIONS
 from .base import Method
 
-RECONSTRUCTIONS = ("none", "pixel", "poisson", "optimize")
 OPTIMIZE_STEPS, OPTIMIZE_LR, BACKGROUND_WEIGHT = 75, 1e-4, 100.0  # the authors' settings
 
 
@@ -45,7 +45,6 @@ def start_from_noise(state) -> torch.Tensor:
 
 class BlendedLatentDiffusion(Method):
     name = "bld"
-    summary = "Blended Latent Diffusion: blend from pure noise, progressive mask shrinking, background reconstruction."
     paper = "Avrahami et al., Blended Latent Diffusion, SIGGRAPH 2023 (arXiv 2206.02779)"
     needs_known_latents = True
     defaults = {"blend_start": 0.25, "mask_dilation_iterations": 0, "reconstruct": "optimize"}

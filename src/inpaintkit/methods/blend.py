@@ -18,7 +18,6 @@ def known_at_next_level(state, i: int, noise: torch.Tensor) -> torch.Tensor:
 
 class Blend(Method):
     name = "blend"
-    summary = "Per-step latent blending: works with any checkpoint, 4- or 9-channel."
     needs_known_latents = True
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:

@@ -8,5 +8,4 @@ from .base import Method
 
 class Native(Method):
     name = "native"
-    summary = "Dedicated inpainting checkpoint (9-channel UNet); no latent blending."
     requires_inpainting_unet = True

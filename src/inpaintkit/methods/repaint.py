@@ -48,7 +48,6 @@ def alpha_bars(state) -> list[float]:
 
 class RePaint(Method):
     name = "repaint"
-    summary = "RePaint resampling: go back up in noise and redo steps so the hole agrees with its border (about r times slower)."
     paper = "Lugmayr et al., RePaint, CVPR 2022 (arXiv 2201.09865)"
     needs_known_latents = True
     defaults = {"jump_length": 10, "jump_n_sample": 10}

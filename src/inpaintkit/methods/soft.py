@@ -13,7 +13,6 @@ from .base import Method
 
 class Soft(Method):
     name = "soft"
-    summary = "Per-pixel strength from a grayscale mask (Differential Diffusion); --mask-blur reaches the denoiser."
     paper = "Levin & Fried, Differential Diffusion, arXiv 2306.00950"
     needs_known_latents = True
     soft_mask = True

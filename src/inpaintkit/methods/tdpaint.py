@@ -14,7 +14,6 @@ from .base import Method
 
 class TDPaint(Method):
     name = "tdpaint"
-    summary = "Ablation: the known region is shown to the UNet at a small constant noise level (zero-shot TD-Paint)."
     paper = "Mayet et al., TD-Paint, arXiv 2410.09306 (zero-shot approximation, no training)"
     needs_known_latents = True
     defaults = {"known_t": 50}

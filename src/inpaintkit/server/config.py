@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import InputError
-from ..io import MAX_IMAGE_PIXELS
 
 MIB = 1024 * 1024
 
@@ -26,6 +25,8 @@ class ServiceConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"The service's {name.replace('_', '-')} must be a whole number of at least 1, got {value!r}.")
+        from ..io import MAX_IMAGE_PIXELS  # numpy and Pillow: not while building the CLI parser
+
         if self.max_pixels > MAX_IMAGE_PIXELS:
             raise InputError(f"The service's max-pixels can be at most Pillow's decompression-bomb limit {MAX_IMAGE_PIXELS:,}, got {self.max_pixels:,}.")
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
