@@ -198,6 +198,17 @@ def test_a_resume_with_other_settings_is_refused(finished, tiny9, tiny_clip, cap
     assert_one_line_error(code, err, "holds a run with other settings (steps)")
 
 
+def test_run_json_holds_the_dtype_auto_resolved_to(finished, tiny9, tiny_clip, capsys):
+    """`auto` is bf16 or fp32 depending on the CPU: a resume on another machine must not mix the two."""
+    dataset, dst = finished
+    assert json.loads((dst / "run.json").read_text())["dtype"] == "fp32"  # the suite pins auto to fp32 on a CPU
+    assert json.loads((dst / "run.json").read_text())["device"] == "cpu"
+    code, _, err = run_cli(bench_args(dataset, dst, tiny9, tiny_clip, "--dtype", "fp32"), capsys)
+    assert code == 0, err  # the same run as auto, so it resumes
+    code, _, err = run_cli(bench_args(dataset, dst, tiny9, tiny_clip, "--dtype", "bf16"), capsys)
+    assert_one_line_error(code, err, "holds a run with other settings (dtype)")
+
+
 def test_offline_learned_metrics_are_reported_unavailable_and_the_rest_still_runs(tmp_path, tiny9, capsys):
     dataset = write_dataset(tmp_path / "dataset")
     dst = tmp_path / "results"
@@ -397,3 +408,9 @@ def test_metrics_with_a_mistyped_method_folder_is_refused(finished, tmp_path, ca
     dataset, dst = finished
     code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--method", "blnd", "--dst", tmp_path / "m"], capsys)
     assert_one_line_error(code, err, f"No prediction folder {dst / 'blnd'}; --method names subfolders of --pred")
+
+
+def test_metrics_on_an_unknown_device_is_one_sentence(finished, tmp_path, capsys):
+    dataset, dst = finished
+    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m", "--device", "gpu"], capsys)
+    assert_one_line_error(code, err, "Unknown device 'gpu'; use auto, cpu or cuda.")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from inpaintkit.evaluation import learned_metrics
 from inpaintkit.evaluation.learned_metrics import (
     ClipScorer, choose_subset_size, kernel_inception_distance, kid_crop, load_clip, load_learned_metrics,
 )
@@ -160,6 +161,32 @@ def test_kid_separates_different_distributions_with_an_injected_extractor():
     assert far.mean > 100 * max(near.mean, near.std)
     again = kernel_inception_distance(textures, flat, ChannelStatistics())
     assert (again.mean, again.std) == (far.mean, far.std)  # seeded subsets: a resumed run reports the same KID
+
+
+class BatchSizes(ChannelStatistics):
+    """ChannelStatistics that remembers how many crops each call received."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(images))
+        return super().forward(images)
+
+
+def test_kid_features_are_computed_a_batch_at_a_time_with_the_same_result(monkeypatch):
+    """A PIPE split has thousands of crops; Inception on all of them at once would not fit in memory."""
+    real = [kid_crop(gradient_image(24, 24, seed=seed)) for seed in range(7)]
+    fake = [kid_crop(gradient_image(24, 24, seed=seed)) for seed in range(7, 12)]
+    monkeypatch.setattr(learned_metrics, "KID_BATCH", 3)
+    batched = BatchSizes()
+    in_batches = kernel_inception_distance(real, fake, batched)
+    assert batched.sizes == [3, 3, 1, 3, 2]
+    monkeypatch.setattr(learned_metrics, "KID_BATCH", 100)
+    whole = kernel_inception_distance(real, fake, ChannelStatistics())
+    # Each crop's features do not depend on its batch-mates, so the KID is the same to the last bit.
+    assert (in_batches.mean, in_batches.std) == (whole.mean, whole.std)
 
 
 def test_kid_subset_size_follows_the_sample_count():

@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--method", help="comma-separated method folders to score (default: every subfolder of --pred with images)")
     metrics.add_argument("--dst", type=Path, help="where metrics.csv, summary.json, report.md, charts/ and grids/ go (default: --pred)")
     add_evaluation_arguments(metrics)
+    metrics.add_argument("--device", default="auto", help="where CLIP and the KID features run: auto (a CUDA GPU if there is one), cpu, cuda, cuda:N")
 
     info = commands.add_parser("info", help="print what a model can do, read from its configs")
     add_model_arguments(info)

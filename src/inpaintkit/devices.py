@@ -44,6 +44,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
+def dtype_flag(dtype: torch.dtype) -> str:
+    """The --dtype value that names a torch dtype: torch.bfloat16 -> "bf16"."""
+    return {value: name for name, value in DTYPES.items()}[dtype]
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX-512 BF16 or AMX).
 

@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..devices import dtype_flag, resolve_device, resolve_dtype
 from ..errors import InputError
 from ..io import check_writable, write_text_atomic
 from ..methods import METHOD_OPTIONS, METHODS
@@ -32,9 +33,12 @@ def command_bench(arguments: argparse.Namespace) -> int:
         settings_for(base, method, "")  # every setting is valid for every method, before anything loads
     samples = open_samples(arguments)
     dst = prepare_dst(arguments.dst, methods)
-    # Everything that changes an output's pixels: a resume must not mix two of these.
+    # Everything that changes an output's pixels: a resume must not mix two of these. Device and dtype
+    # as resolved, because `auto` means fp16 on a GPU, and bf16 or fp32 on a CPU depending on the CPU.
+    device = resolve_device(arguments.device)
+    arguments.dtype = dtype_flag(resolve_dtype(arguments.dtype, device))  # the model then loads in exactly this one
     run = {
-        "model": str(arguments.model), "config": arguments.config, "device": arguments.device, "dtype": arguments.dtype,
+        "model": str(arguments.model), "config": arguments.config, "device": str(device), "dtype": arguments.dtype,
         "compile": arguments.compile, "vae_tiling": arguments.vae_tiling, "fuse_qkv": arguments.fuse_qkv, "settings": base,
     }
     check_same_run(dst, run, arguments.overwrite)
@@ -44,7 +48,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     write_text_atomic(dst / RUN_FILE, json.dumps(run, indent=2) + "\n")  # only now: a run that never started binds nothing
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights): its outputs are noise, the metrics only exercise the harness.", arguments.model)
-    learned = load_metrics(arguments) if arguments.metric else None
+    learned = load_metrics(arguments, inpainter.components.device) if arguments.metric else None
     info = {
         "source": arguments.src, "model": str(arguments.model), "device": inpainter.components.device.type,
         "dtype": str(inpainter.components.dtype).removeprefix("torch."), "settings": base,
@@ -66,7 +70,7 @@ def command_metrics(arguments: argparse.Namespace) -> int:
         raise InputError(f"No prediction folder {', '.join(absent)}; --method names subfolders of --pred.")
     samples = open_samples(arguments)
     dst = prepare_dst(arguments.dst or pred, [])
-    learned = load_metrics(arguments)
+    learned = load_metrics(arguments, resolve_device(arguments.device))
     info = {"source": arguments.src, "predictions": str(pred)}
     evaluation = Evaluation(samples, list(folders), dst, lambda sample, method: find_prediction(folders[method], sample), learned=learned, info=info)
     return finish(evaluation, quiet=arguments.quiet)
@@ -168,10 +172,11 @@ def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
         )
 
 
-def load_metrics(arguments: argparse.Namespace):
+def load_metrics(arguments: argparse.Namespace, device):
+    """CLIP and the KID features, on the device that generates (bench) or the one asked for (metrics)."""
     from .learned_metrics import load_learned_metrics
 
-    return load_learned_metrics(arguments.clip_model, arguments.kid_features)
+    return load_learned_metrics(arguments.clip_model, arguments.kid_features, device)
 
 
 def prediction_folders(pred: Path) -> dict[str, Path]:

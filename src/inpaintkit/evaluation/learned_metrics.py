@@ -24,6 +24,8 @@ log = logging.getLogger("inpaintkit")
 
 KID_CROP_SIZE = 299  # Inception-v3's input size; the crops are resized to it for every extractor
 MAX_SUBSET_SIZE = 1000  # torchmetrics' default subset size
+KID_BATCH = 64  # crops per feature-extractor call: Inception's activations for a whole PIPE split at once would not fit
+CPU = torch.device("cpu")
 
 
 class _TensorFeatures(torch.nn.Module):
@@ -52,17 +54,19 @@ def _tensor(output) -> torch.Tensor:
 class ClipScorer:
     """CLIP score = 100 * max(cos(image embedding, text embedding), 0), as torchmetrics defines it."""
 
-    def __init__(self, model: torch.nn.Module, processor):
+    def __init__(self, model: torch.nn.Module, processor, device: torch.device = CPU):
         from torchmetrics.multimodal.clip_score import CLIPScore
 
         wrapped = _TensorFeatures(model.eval())
         self.tokenizer = processor.tokenizer
-        self.metric = CLIPScore(model_name_or_path=lambda: (wrapped, processor))
+        self.device = device
+        self.metric = CLIPScore(model_name_or_path=lambda: (wrapped, processor)).to(device)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str) -> float:
         self.metric.reset()
-        self.metric.update(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None], [self.fit(prompt)])
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)  # CLIPScore runs where its input is
+        self.metric.update(pixels, [self.fit(prompt)])
         return float(self.metric.compute())
 
     def fit(self, prompt: str) -> str:
@@ -92,7 +96,7 @@ class ClipImageFeatures(torch.nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         inputs = self.processor(images=[image.cpu() for image in images], return_tensors="pt")
-        return self.model.get_image_features(inputs["pixel_values"]).double()
+        return self.model.get_image_features(inputs["pixel_values"].to(images.device)).double()
 
 
 @dataclass
@@ -102,16 +106,17 @@ class LearnedMetrics:
     clip: Optional[ClipScorer] = None
     kid_features: Optional[torch.nn.Module] = None
     kid_name: str = "custom"
+    device: torch.device = CPU  # where CLIP and the KID features run
     unavailable: dict[str, str] = field(default_factory=dict)  # metric family -> reason
 
 
-def load_learned_metrics(clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str = "inception") -> LearnedMetrics:
-    """Load the CLIP model and the KID extractor; each one that fails is recorded as unavailable with its reason."""
-    learned = LearnedMetrics(kid_name=kid_features)
+def load_learned_metrics(clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str = "inception", device: torch.device = CPU) -> LearnedMetrics:
+    """Load the CLIP model and the KID extractor on `device`; each one that fails is recorded as unavailable with its reason."""
+    learned = LearnedMetrics(kid_name=kid_features, device=device)
     clip_pair = None
     try:
         clip_pair = load_clip(clip_model)
-        learned.clip = ClipScorer(*clip_pair)
+        learned.clip = ClipScorer(*clip_pair, device=device)
     except Exception as error:  # offline, unknown id, not a CLIP model: the metric is unavailable, the run goes on
         learned.unavailable["clip"] = f"CLIP model {clip_model} could not be loaded: {first_line(error)}"
     if kid_features == "clip":
@@ -158,8 +163,10 @@ def choose_subset_size(samples: int) -> int:
     return min(MAX_SUBSET_SIZE, max(2, samples // 2))
 
 
-def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], features: torch.nn.Module) -> KidResult:
-    """KID between two sets of crops (each resized to 299x299); needs at least 2 of each. Reproducible (seeded subsets)."""
+def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], features: torch.nn.Module, device: torch.device = CPU) -> KidResult:
+    """KID between two sets of crops (each resized to 299x299); needs at least 2 of each. Reproducible (seeded subsets).
+
+    The features are computed on `device`, KID_BATCH crops at a time."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     samples = min(len(real), len(fake))
@@ -168,10 +175,11 @@ def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], fe
     subset_size = choose_subset_size(samples)
     with warnings.catch_warnings():  # "will save all extracted features in buffer": that is the point here
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=100)
+        metric = KernelInceptionDistance(feature=features, subset_size=subset_size, subsets=100).to(device)
     with torch.no_grad():
-        metric.update(_batch(real), real=True)
-        metric.update(_batch(fake), real=False)
+        for crops, is_real in ((real, True), (fake, False)):
+            for start in range(0, len(crops), KID_BATCH):
+                metric.update(_batch(crops[start : start + KID_BATCH]).to(device), real=is_real)
         with torch.random.fork_rng(devices=[]):  # the subsets are drawn with torch's global RNG: fix it, leave it as it was
             torch.manual_seed(0)
             mean, std = metric.compute()

@@ -202,7 +202,7 @@ def _kid(learned: LearnedMetrics, crops: KidCrops, outcome: Outcome) -> None:
     outcome.kid_reference = "ground truth" if crops.against_truth else "input"
     for method in outcome.methods:
         try:
-            outcome.kid[method] = kernel_inception_distance(reference, crops.outputs.get(method, []), learned.kid_features)
+            outcome.kid[method] = kernel_inception_distance(reference, crops.outputs.get(method, []), learned.kid_features, learned.device)
         except ValueError as error:  # too few samples
             outcome.kid_errors[method] = str(error)
 
