@@ -33,6 +33,7 @@ from sd15_model import write_sd15_architecture  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
 from inpaintkit.evaluation.measure import measured  # noqa: E402
+from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
 from inpaintkit.tiny import make_tiny_model  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, GUIDANCE = "a red bicycle", "blurry", 0, 7.5
@@ -96,7 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--compile", action="store_true", help="also time inpaintkit native with a torch.compile'd UNet")
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
