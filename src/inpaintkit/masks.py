@@ -8,6 +8,8 @@ from typing import Optional
 import numpy as np
 from scipy import ndimage
 
+Box = tuple[slice, slice]  # rows, columns (start and stop set): `array[box]` is the part of an image it covers
+
 
 @dataclass
 class MaskRegions:
@@ -15,16 +17,75 @@ class MaskRegions:
 
     repaint: np.ndarray  # binary: what the model may change (drives latent blending and a 9-channel UNet)
     weight: np.ndarray  # paste-back weight in [0, 1]: exactly 0 where the input is kept byte for byte
+    box: Optional[Box]  # the bounding box of weight > 0; every map is 0 outside it (None: the maps are all 0)
     change: Optional[np.ndarray] = None  # soft methods only: per-pixel strength in [0, 1]
 
 
 def mask_regions(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: bool) -> MaskRegions:
     """Binary methods: binarise, grow, feather the paste-back. Soft methods: keep the grey levels."""
+    support = bounding_box(mask > 0 if soft else mask >= 0.5)
+    if support is None:
+        repaint, weight = np.zeros(mask.shape, dtype=np.float32), np.zeros(mask.shape, dtype=np.float32)
+        return MaskRegions(repaint=repaint, weight=weight, box=None, change=weight if soft else None)
+    # Every map is 0 farther than grow + blur + 1 pixels from the mask (and erosion needs a pixel of what lies
+    # outside it), so the maps are computed on that part of the mask only: a small mask on a big photo is cheap.
+    reach = expand_box(support, abs(grow_pixels) + blur_pixels + 2, mask.shape)
+    repaint, weight, change = _maps(mask[reach], grow_pixels, blur_pixels, soft)
+    nonzero = bounding_box(weight > 0)
+    return MaskRegions(
+        repaint=_embedded(repaint, reach, mask.shape),
+        weight=_embedded(weight, reach, mask.shape),
+        box=None if nonzero is None else box_from_part(nonzero, reach),
+        change=None if change is None else _embedded(change, reach, mask.shape),
+    )
+
+
+def _maps(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: bool) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """(repaint, weight, change) as MaskRegions describes them."""
     if soft:
         change = soft_change_map(mask, grow_pixels, blur_pixels)
-        return MaskRegions(repaint=(change > 0).astype(np.float32), weight=change, change=change)
+        return (change > 0).astype(np.float32), change, change
     repaint = grow(binarize(mask), grow_pixels)
-    return MaskRegions(repaint=repaint, weight=feather(repaint, blur_pixels))
+    return repaint, feather(repaint, blur_pixels), None
+
+
+def _embedded(part: np.ndarray, box: Box, shape: tuple[int, ...]) -> np.ndarray:
+    full = np.zeros(shape, dtype=part.dtype)
+    full[box] = part
+    return full
+
+
+def bounding_box(inside: np.ndarray) -> Optional[Box]:
+    """The smallest box holding every True pixel of an HxW bool array; None when there is none."""
+    rows = np.flatnonzero(inside.any(axis=1))
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(inside[rows[0] : rows[-1] + 1].any(axis=0))  # only the rows that can hold one
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(columns[0]), int(columns[-1]) + 1)
+
+
+def expand_box(box: Box, pixels: int, shape: tuple[int, ...]) -> Box:
+    """`box` grown by `pixels` on every side, cut to an image of `shape` (height, width, ...)."""
+    rows, columns = box
+    return (
+        slice(max(rows.start - pixels, 0), min(rows.stop + pixels, shape[0])),
+        slice(max(columns.start - pixels, 0), min(columns.stop + pixels, shape[1])),
+    )
+
+
+def union_box(first: Box, second: Box) -> Box:
+    """The smallest box holding both."""
+    return tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(first, second))
+
+
+def box_in_part(box: Box, part: Box) -> Box:
+    """A box of the whole image, given in the array that `part` cuts out of it (which must hold the box)."""
+    return tuple(slice(inner.start - outer.start, inner.stop - outer.start) for inner, outer in zip(box, part))
+
+
+def box_from_part(box: Box, part: Box) -> Box:
+    """A box of the array that `part` cuts out of an image, given in the whole image."""
+    return tuple(slice(inner.start + outer.start, inner.stop + outer.start) for inner, outer in zip(box, part))
 
 
 def soft_change_map(mask: np.ndarray, grow_pixels: int, blur_pixels: int) -> np.ndarray:
