@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inpaintkit.fill import FILLS, fill_masked, fill_window
 from inpaintkit.masks import binarize, feather, grow, mask_regions, soft_change_map
 
-from .conftest import box_mask
+from .conftest import box_mask, gradient_image
 
 WIDTH, HEIGHT = 240, 180
 
@@ -80,3 +81,19 @@ def test_mask_regions_equal_the_whole_image_maps(name, soft, grow_pixels, blur_p
     rows, columns = np.nonzero(weight > 0)
     expected_box = None if rows.size == 0 else (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
     assert regions.box == expected_box
+
+
+# -- the fill -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", FILLS)
+@pytest.mark.parametrize("name", ["middle", "top-left corner", "right edge", "speckle", "everything", "nothing"])
+def test_fill_window_is_the_whole_image_fill_cut_to_the_box(how, name):
+    pixels, mask = gradient_image(WIDTH, HEIGHT, seed=21), as_mask(name)
+    rows, columns = np.nonzero(mask >= 0.5)
+    # The box only just holds the hole (padding 0) or is larger; near an edge it is cut by the image.
+    for margin in (0, 9):
+        if rows.size == 0:
+            box = (slice(50, 80), slice(60, 100))
+        else:
+            box = (slice(max(rows.min() - margin, 0), rows.max() + 1 + margin), slice(max(columns.min() - margin, 0), columns.max() + 1 + margin))
+        assert_identical(fill_window(pixels, mask, how, 5, box), fill_masked(pixels, mask, how, seed=5)[box])
