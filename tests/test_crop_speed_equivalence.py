@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from inpaintkit import Inpainter
+from inpaintkit.color import match_color
+from inpaintkit.crop import crop_map, crop_to_window, crop_window, paste_window
 from inpaintkit.fill import FILLS, fill_masked, fill_window
+from inpaintkit.finish import paste_back
+from inpaintkit.io import load_image_and_mask
 from inpaintkit.masks import binarize, feather, grow, mask_regions, soft_change_map
+from inpaintkit.settings import InpaintSettings
 
 from .conftest import box_mask, gradient_image
 
@@ -97,3 +103,85 @@ def test_fill_window_is_the_whole_image_fill_cut_to_the_box(how, name):
         else:
             box = (slice(max(rows.min() - margin, 0), rows.max() + 1 + margin), slice(max(columns.min() - margin, 0), columns.max() + 1 + margin))
         assert_identical(fill_window(pixels, mask, how, 5, box), fill_masked(pixels, mask, how, seed=5)[box])
+
+
+# -- whole jobs -----------------------------------------------------------------------------------
+
+def whole_image_crop_job(inpainter: Inpainter, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, engine_calls):
+    """The crop path with every map, fill and finishing step over the whole image.
+
+    The model's outputs are the ones the job under test got; its inputs must be the same too."""
+    method = inpainter.check(settings)
+    repaint, weight, change = whole_image_maps(mask, settings.mask_grow, settings.mask_blur, method.soft_mask)
+    filled = fill_masked(pixels, repaint, settings.fill, seed=settings.seed)
+    window = crop_window(weight > 0, settings.crop_padding, inpainter.capabilities.native_size)
+    work_pixels, work_repaint = crop_to_window(filled, repaint, window)
+    (seen_pixels, seen_repaint, seen_change), outputs = engine_calls[0]
+    assert_identical(seen_pixels, work_pixels)
+    assert_identical(seen_repaint, work_repaint)
+    if change is not None:
+        assert_identical(seen_change, crop_map(change, window))
+    images = []
+    for output in outputs:
+        generated = method.finish(settings, paste_window(pixels, output, window), pixels, repaint)
+        if settings.color_match:
+            generated = match_color(generated, pixels, repaint)
+        images.append(paste_back(generated, pixels, weight) if settings.paste_back else generated)
+    return images
+
+
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """Records what the engine was given and what it returned, for each job."""
+    calls = []
+    denoise_padded = Inpainter._denoise_padded
+
+    def recording(self, pixels, repaint, change, *rest):
+        outputs, tiled = denoise_padded(self, pixels, repaint, change, *rest)
+        calls.append(((pixels, repaint, change), outputs))
+        return outputs, tiled
+
+    monkeypatch.setattr(Inpainter, "_denoise_padded", recording)
+    return calls
+
+
+JOBS = {
+    "plain": ("middle", dict(crop_padding=16)),
+    "blur grow colour": ("middle", dict(crop_padding=16, mask_blur=6, mask_grow=3, color_match=True)),
+    "corner, no padding, colour": ("top-left corner", dict(crop_padding=0, mask_blur=5, color_match=True)),
+    "edge, eroded": ("right edge", dict(crop_padding=8, mask_grow=-2, mask_blur=4)),
+    "telea": ("speckle", dict(crop_padding=0, fill="telea", strength=0.6, mask_grow=2)),
+    "ns": ("right edge", dict(crop_padding=4, fill="ns", strength=0.6)),
+    "noise": ("speckle", dict(crop_padding=12, fill="noise", strength=0.6, color_match=True)),
+    "blur fill": ("top-left corner", dict(crop_padding=12, fill="blur", strength=0.6)),
+    "no paste-back": ("speckle", dict(crop_padding=6, paste_back=False, color_match=True, mask_blur=3)),
+    "two images": ("middle", dict(crop_padding=10, num_images=2, mask_blur=4, color_match=True)),
+    "soft": ("grey blobs", dict(crop_padding=10, method="soft", mask_blur=5, mask_grow=2)),
+    "soft, no paste-back": ("grey blobs", dict(crop_padding=0, method="soft", mask_blur=4, paste_back=False, color_match=True)),
+    "bld pixel": ("middle", dict(crop_padding=8, method="bld", reconstruct="pixel", mask_blur=2, num_images=2)),
+    "bld poisson": ("top-left corner", dict(crop_padding=0, method="bld", reconstruct="poisson")),
+    "bld poisson, no paste-back": ("speckle", dict(crop_padding=5, method="bld", reconstruct="poisson", paste_back=False, color_match=True)),
+    "bld optimize": ("right edge", dict(crop_padding=8, method="bld", mask_blur=3)),
+    "whole image masked": ("everything", dict(crop_padding=4, color_match=True, mask_blur=2)),
+}
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_crop_job_equals_the_whole_image_computation(job, inpainter4, engine_calls):
+    name, options = JOBS[job]
+    pixels = gradient_image(WIDTH, HEIGHT, seed=31)
+    settings = InpaintSettings.from_options(prompt="x", steps=2, seed=7, **options)
+    outputs = inpainter4.run(pixels, MASKS[name], settings)
+    expected = whole_image_crop_job(inpainter4, *load_image_and_mask(pixels, MASKS[name]), settings, engine_calls)
+    assert len(outputs) == len(expected) == settings.num_images
+    for output, reference in zip(outputs, expected):
+        assert_identical(np.asarray(output), reference)
+
+
+def test_native_crop_job_equals_the_whole_image_computation(inpainter9, engine_calls):
+    pixels = gradient_image(WIDTH, HEIGHT, seed=32)
+    settings = InpaintSettings.from_options(prompt="x", steps=2, seed=8, crop_padding=6, mask_blur=3, color_match=True, num_images=2)
+    outputs = inpainter9.run(pixels, MASKS["speckle"], settings)
+    expected = whole_image_crop_job(inpainter9, *load_image_and_mask(pixels, MASKS["speckle"]), settings, engine_calls)
+    for output, reference in zip(outputs, expected):
+        assert_identical(np.asarray(output), reference)

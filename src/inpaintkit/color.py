@@ -11,6 +11,9 @@ from .masks import distance_to_mask
 # flat: there is no contrast to rescale, and dividing by it would blow up rounding noise.
 FLAT_STD = 0.5
 
+# The reference ring: the known pixels within this many pixels of the mask.
+RING_PIXELS = 16
+
 
 def to_lab(pixels: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 RGB to float32 CIELAB (L in [0, 100], a and b roughly [-128, 127]).
@@ -35,7 +38,7 @@ def ring_around(mask: np.ndarray, ring: int) -> np.ndarray:
     return ~hole & (distance_to_mask(hole.astype(np.float32)) <= ring)
 
 
-def match_color(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, ring: int = 16) -> np.ndarray:
+def match_color(generated: np.ndarray, original: np.ndarray, mask: np.ndarray, ring: int = RING_PIXELS) -> np.ndarray:
     """Give the generated masked pixels the CIELAB mean and std of the original's ring around the mask.
 
     Reinhard et al. 2001, "Color Transfer between Images" (per-channel mean/std transfer), in CIELAB

@@ -7,12 +7,13 @@ masked region at the resolution it was trained on.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .masks import Box, bounding_box, box_in_part
 
 
 @dataclass(frozen=True)
@@ -34,27 +35,41 @@ class Window:
     def height(self) -> int:
         return self.bottom - self.top
 
+    @property
+    def box(self) -> Box:
+        return slice(self.top, self.bottom), slice(self.left, self.right)
+
+    def inside(self, part: Box) -> "Window":
+        """The same window placed in the part of the image that `part` cuts out (which must hold it)."""
+        rows, columns = box_in_part(self.box, part)
+        return replace(self, left=columns.start, top=rows.start, right=columns.stop, bottom=rows.stop)
+
 
 def crop_window(region: np.ndarray, padding: int, native_size: int, multiple: int = 8) -> Window:
     """The window to inpaint: the region's bounding box plus `padding`, made square and kept inside the image.
 
     `region` (HxW, bool or float) is every pixel the job may change; pixels >= 0.5 count.
     """
-    if padding < 0:
-        raise InputError(f"Crop padding must be 0 or more pixels, got {padding}.")
     inside = np.asarray(region) >= 0.5
     if inside.ndim != 2:
         raise ValueError(f"The region must be a 2-D array, got shape {inside.shape}.")
-    rows, columns = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
-    if rows.size == 0:
+    box = bounding_box(inside)
+    if box is None:
         raise ValueError("The region is empty; there is nothing to crop to.")
-    height, width = inside.shape
-    box_width = int(columns[-1]) + 1 - int(columns[0]) + 2 * padding
-    box_height = int(rows[-1]) + 1 - int(rows[0]) + 2 * padding
+    return window_around(box, inside.shape, padding, native_size, multiple)
+
+
+def window_around(box: Box, shape: tuple[int, ...], padding: int, native_size: int, multiple: int = 8) -> Window:
+    """The window for a region whose bounding box is `box`, in an image of `shape` (height, width, ...)."""
+    if padding < 0:
+        raise InputError(f"Crop padding must be 0 or more pixels, got {padding}.")
+    (rows, columns), (height, width) = box, shape[:2]
+    box_width = columns.stop - columns.start + 2 * padding
+    box_height = rows.stop - rows.start + 2 * padding
     # Square, because the native resolution is square: the content is then scaled without distortion.
     side = max(box_width, box_height)
-    left, right = _place(int(columns[0]) - padding, box_width, side, width)
-    top, bottom = _place(int(rows[0]) - padding, box_height, side, height)
+    left, right = _place(columns.start - padding, box_width, side, width)
+    top, bottom = _place(rows.start - padding, box_height, side, height)
     work_width, work_height = _work_size(right - left, bottom - top, native_size, multiple)
     return Window(left, top, right, bottom, work_width, work_height)
 
@@ -79,19 +94,27 @@ def _work_size(width: int, height: int, native_size: int, multiple: int) -> tupl
 
 def crop_to_window(pixels: np.ndarray, mask: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
     """Cut the window from an image (HxWx3 uint8) and its mask (HxW float), resized to the work size."""
-    box = (slice(window.top, window.bottom), slice(window.left, window.right))
+    return resize_to_work(pixels[window.box], window), crop_mask(mask, window)
+
+
+def resize_to_work(cut: np.ndarray, window: Window) -> np.ndarray:
+    """The window's pixels (HxWx3 uint8, already cut out) resized to the work size."""
     size = (window.work_width, window.work_height)
-    image = Image.fromarray(np.ascontiguousarray(pixels[box], dtype=np.uint8)).resize(size, Image.Resampling.LANCZOS)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(cut, dtype=np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def crop_mask(mask: np.ndarray, window: Window) -> np.ndarray:
+    """Cut a binary mask (HxW float) to the window, resized to the work size and binary again."""
     # Bilinear, not Lanczos: Lanczos rings around the mask's edges and the overshoot could cross 0.5.
     # Re-binarised because the model was trained on binary masks; at 0.5 a work pixel is repainted when
     # about half of what it covers is, so the edge stays where it was instead of snapping to one sample.
-    return np.asarray(image, dtype=np.uint8), (crop_map(mask, window) >= 0.5).astype(np.float32)
+    return (crop_map(mask, window) >= 0.5).astype(np.float32)
 
 
 def crop_map(values: np.ndarray, window: Window) -> np.ndarray:
     """Cut a float map in [0, 1] to the window and resize it bilinearly to the work size."""
     # A float32 array becomes a mode "F" image, so it is resampled in floats, not rounded to 8 bits.
-    cut = np.ascontiguousarray(values[window.top : window.bottom, window.left : window.right], dtype=np.float32)
+    cut = np.ascontiguousarray(values[window.box], dtype=np.float32)
     resized = Image.fromarray(cut).resize((window.work_width, window.work_height), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
@@ -107,5 +130,5 @@ def paste_window(full: np.ndarray, work_result: np.ndarray, window: Window) -> n
         (window.width, window.height), Image.Resampling.LANCZOS
     )
     pasted = full.copy()
-    pasted[window.top : window.bottom, window.left : window.right] = np.asarray(resized)
+    pasted[window.box] = np.asarray(resized)
     return pasted

@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .color import match_color
-from .crop import crop_map, crop_to_window, crop_window, paste_window
+from .color import RING_PIXELS, match_color
+from .crop import Window, crop_map, crop_mask, paste_window, resize_to_work, window_around
 from .errors import InputError
 from .engine import StepCallback, build_scheduler, denoise
-from .fill import fill_masked
+from .fill import fill_masked, fill_window
 from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
-from .masks import MaskRegions, mask_regions, pad_to_multiple
+from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
 from .acceleration import Acceleration, accelerate
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
@@ -119,12 +119,12 @@ class Inpainter:
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
         tiled = False
-        if regions.repaint.any():
-            generated, tiled = self._generate(pixels, regions, settings, method, callback)
+        if regions.box is not None:
+            generated, box, tiled = self._generate(pixels, regions, settings, method, callback)
+            images = [self._finish(each, box, pixels, regions, settings, method) for each in generated]
         else:
             log.warning("The mask is empty (all black%s); returning the input unchanged.", " after --mask-grow" if mask_values.max() >= 0.5 else "")
-            generated = np.repeat(pixels[None], settings.num_images, axis=0)
-        images = [self._finish(each, pixels, regions, settings, method) for each in generated]
+            images = [pixels] * settings.num_images
         return [self._with_parameters(Image.fromarray(each), settings, method, seed, tiled) for each, seed in zip(images, settings.seeds())]
 
     def check(self, settings: InpaintSettings) -> Method:
@@ -142,18 +142,29 @@ class Inpainter:
             )
         return method
 
-    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> tuple[np.ndarray, bool]:
+    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> tuple[np.ndarray, Box, bool]:
         """Fill the hole, cut the crop window (if asked), run the engine, and put the window back.
 
-        Also returns whether the VAE worked in tiles (it depends on the size the engine ran at)."""
-        filled = fill_masked(pixels, regions.repaint, settings.fill, seed=settings.seed)
+        Returns the generated images' part inside a box (outside it they are the input), that box, and whether the
+        VAE worked in tiles (it depends on the size the engine ran at)."""
         if settings.crop_padding is None:
-            return self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
-        window = crop_window(regions.weight > 0, settings.crop_padding, self.capabilities.native_size)
-        work_pixels, work_repaint = crop_to_window(filled, regions.repaint, window)
+            filled = fill_masked(pixels, regions.repaint, settings.fill, seed=settings.seed)
+            outputs, tiled = self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
+            return outputs, (slice(None), slice(None)), tiled
+        # Nothing outside the window changes, so no pixel work needs more than the window and what finishing reads.
+        window = window_around(regions.box, pixels.shape, settings.crop_padding, self.capabilities.native_size)
+        work_pixels = resize_to_work(fill_window(pixels, regions.repaint, settings.fill, settings.seed, window.box), window)
         work_change = None if regions.change is None else crop_map(regions.change, window)
-        outputs, tiled = self._denoise_padded(work_pixels, work_repaint, work_change, settings, method, callback)
-        return np.stack([paste_window(pixels, each, window) for each in outputs]), tiled
+        outputs, tiled = self._denoise_padded(work_pixels, crop_mask(regions.repaint, window), work_change, settings, method, callback)
+        box = self._finish_box(window, regions, settings, pixels.shape)
+        return np.stack([paste_window(pixels[box], each, window.inside(box)) for each in outputs]), box, tiled
+
+    @staticmethod
+    def _finish_box(window: Window, regions: MaskRegions, settings: InpaintSettings, shape: tuple[int, ...]) -> Box:
+        """The part of the image that finishing a cropped job reads: the window, and the ring colour matching samples."""
+        if not settings.color_match:
+            return window.box
+        return union_box(window.box, expand_box(regions.box, RING_PIXELS, shape))
 
     def _denoise_padded(self, pixels, repaint, change, settings, method, callback) -> tuple[np.ndarray, bool]:
         """Run the engine on a copy padded to a multiple of the VAE factor, then crop back."""
@@ -167,14 +178,20 @@ class Inpainter:
         return output[:, :height, :width], self.components.acceleration.tiles(*padded.shape[:2])
 
     @staticmethod
-    def _finish(generated: np.ndarray, original: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method) -> np.ndarray:
-        """Pixel-space finishing: the method's reconstruction, colour match, then paste-back."""
-        if not regions.repaint.any():
-            return generated
-        generated = method.finish(settings, generated, original, regions.repaint)
+    def _finish(generated: np.ndarray, box: Box, original: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method) -> np.ndarray:
+        """Pixel-space finishing: the method's reconstruction, colour match, then paste-back.
+
+        `generated` is the part `box` of the image; outside it the result is the original."""
+        source, repaint = original[box], regions.repaint[box]
+        generated = method.finish(settings, generated, source, repaint)
         if settings.color_match:
-            generated = match_color(generated, original, regions.repaint)
-        return paste_back(generated, original, regions.weight) if settings.paste_back else generated
+            generated = match_color(generated, source, repaint)
+        finished = paste_back(generated, source, regions.weight[box]) if settings.paste_back else generated
+        if finished.shape == original.shape:
+            return finished
+        result = original.copy()
+        result[box] = finished
+        return result
 
     def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int, tiled: bool) -> Image.Image:
         acceleration = self.components.acceleration
