@@ -147,6 +147,27 @@ def test_mask_arrays_of_any_dtype(mask):
     assert np.array_equal(binarize(values), np.pad(np.ones((4, 4), np.float32), 2))
 
 
+def test_uint8_arrays_load_exactly_as_the_same_pictures_in_png_files(tmp_path):
+    """uint8 arrays skip Pillow (a speed path); they must give the values the files give."""
+    pixels = np.asfortranarray(gradient_image(40, 24, seed=5))  # not C-contiguous: still copied correctly
+    mask = (np.arange(24 * 40).reshape(24, 40) % 256).astype(np.uint8)  # every grey level, not just 0 and 255
+    Image.fromarray(np.ascontiguousarray(pixels)).save(tmp_path / "image.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    from_arrays = load_image_and_mask(pixels, mask)
+    from_files = load_image_and_mask(tmp_path / "image.png", tmp_path / "mask.png")
+    for ours, reference in zip(from_arrays, from_files):
+        assert ours.dtype == reference.dtype and ours.flags.c_contiguous and ours.flags.writeable
+        assert np.array_equal(ours, reference)
+    assert not np.shares_memory(from_arrays[0], pixels)  # the caller's array is never written to
+
+
+def test_an_rgb_array_without_a_mask_is_one_sentence():
+    from inpaintkit import InputError
+
+    with pytest.raises(InputError, match="No mask was given and the image has no alpha channel to use as one; pass a mask."):
+        load_image_and_mask(rgb(), None)
+
+
 def test_rgba_mask_marks_only_its_opaque_strokes(inpainter9):
     """A mask painted on a transparent layer: the colour hidden under transparent pixels must not count."""
     stroke = box_mask(40, 24, (10, 5, 30, 20))

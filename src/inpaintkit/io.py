@@ -80,6 +80,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     """HxWx3 uint8 RGB pixels from any Pillow mode (RGBA, P, L, LA, 16-bit, CMYK, ...)."""
     if image.mode in HIGH_DEPTH_MODES:
         return np.repeat(_high_depth_gray_to_uint8(image)[:, :, None], 3, axis=2)
+    if image.mode == "RGB":
+        return np.array(image, dtype=np.uint8)  # one copy; convert() would make another
     return np.asarray(_without_palette(image).convert("RGB"), dtype=np.uint8).copy()
 
 
@@ -124,13 +126,17 @@ def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.nd
 
     Without a mask, the image's alpha channel is the mask: transparent pixels are repainted.
     """
-    picture = open_image(image, "image")
-    pixels = to_rgb_array(picture)
+    # uint8 arrays, the Python API's usual input, skip the trip through Pillow (four copies, 0.15 s for
+    # a 12-megapixel photo); they give the same values as the general path.
+    picture = None if _is_array(image, channels=3) else open_image(image, "image")
+    pixels = np.array(image, dtype=np.uint8, order="C") if picture is None else to_rgb_array(picture)
     if mask is None:
-        alpha = alpha_channel(picture)
+        alpha = None if picture is None else alpha_channel(picture)
         if alpha is None:
             raise InputError("No mask was given and the image has no alpha channel to use as one; pass a mask.")
         mask_values = 1.0 - alpha.astype(np.float32) / 255.0
+    elif _is_array(mask, channels=None):
+        mask_values = mask.astype(np.float32) / 255.0
     else:
         mask_values = mask_to_array(open_image(mask, "mask"))
     if mask_values.shape != pixels.shape[:2]:
@@ -140,6 +146,13 @@ def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.nd
             f"The mask is {mask_w}x{mask_h} pixels but the image is {image_w}x{image_h}; they must be the same size."
         )
     return pixels, mask_values
+
+
+def _is_array(source: ImageLike, channels: int | None) -> bool:
+    """A uint8 array of shape HxWxchannels (HxW when channels is None)."""
+    if not isinstance(source, np.ndarray) or source.dtype != np.uint8:
+        return False
+    return source.ndim == 2 if channels is None else source.ndim == 3 and source.shape[2] == channels
 
 
 def png_metadata(parameters: dict) -> PngImagePlugin.PngInfo:
