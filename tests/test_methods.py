@@ -152,6 +152,32 @@ def test_soft_change_map_keeps_grey_levels_and_ramps_outside():
     assert np.all(change[:, 25:] == 0)  # exactly 0 beyond the band
 
 
+@pytest.mark.parametrize("radius", [1, 2, 5, 9])
+@pytest.mark.parametrize("dilate", [True, False], ids=["grow", "shrink"])
+def test_soft_grow_equals_scipy_grey_morphology_with_a_disk(radius, dilate):
+    """--mask-grow on a soft mask: the per-level distance transform gives scipy's disk morphology exactly."""
+    from scipy import ndimage
+
+    from inpaintkit.masks import grey_disk_morphology
+
+    rng = np.random.default_rng(radius)
+    mask = rng.choice(np.array([0.0, 0.25, 0.5, 0.8, 1.0], np.float32), size=(23, 31), p=[0.7, 0.1, 0.1, 0.05, 0.05])
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    morphology = ndimage.grey_dilation if dilate else ndimage.grey_erosion
+    expected = morphology(mask, footprint=x * x + y * y <= radius * radius, mode="nearest")
+    assert np.array_equal(grey_disk_morphology(mask, radius, dilate), expected)
+
+
+def test_soft_grow_beyond_the_image_covers_it_without_running_out_of_memory():
+    """A 500-pixel grow of a 240x180 soft mask used to build a 601x601 footprint and fail with MemoryError."""
+    from inpaintkit.masks import soft_change_map
+
+    mask = np.zeros((180, 240), np.float32)
+    mask[80:100, 100:140], mask[90:95, 120:125] = 0.6, 1.0
+    assert np.array_equal(soft_change_map(mask, 500, 0), np.ones_like(mask))  # the brightest level reaches every pixel
+    assert np.array_equal(soft_change_map(mask, -500, 0), np.zeros_like(mask))  # the darkest, 0, likewise
+
+
 def test_soft_mask_blur_reaches_the_denoiser(inpainter4, monkeypatch):
     """With --mask-blur the per-pixel strength map the loop reads has grey levels in the band."""
     from inpaintkit import engine
