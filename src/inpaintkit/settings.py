@@ -15,14 +15,8 @@ from .fill import FILLS
 from .schedulers import check_scheduler_name
 
 MAX_SEED = 2**32 - 1
-FIELD_KINDS = {
-    "prompt": "text", "negative_prompt": "text", "method": "text", "guidance": "number", "steps": "whole",
-    "strength": "number", "seed": "whole", "num_images": "whole", "scheduler": "text", "mask_grow": "whole",
-    "mask_blur": "whole", "paste_back": "boolean", "crop_padding": "whole", "fill": "text", "color_match": "boolean",
-    "blend_start": "number", "mask_dilation_iterations": "whole", "reconstruct": "text", "jump_length": "whole",
-    "jump_n_sample": "whole", "known_t": "whole",
-}
-OPTIONAL_FIELDS = {"seed", "crop_padding", "blend_start", "mask_dilation_iterations", "reconstruct", "jump_length", "jump_n_sample", "known_t"}
+# Each setting's kind of value, read from its annotation below (FIELD_KINDS, OPTIONAL_FIELDS).
+ANNOTATION_KINDS = {"str": "text", "float": "number", "int": "whole", "bool": "boolean"}
 KIND_CLASSES = {"text": str, "number": numbers.Real, "whole": numbers.Integral, "boolean": (bool, np.bool_)}
 KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool}
 KIND_NAMES = {"text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false"}
@@ -123,7 +117,9 @@ class InpaintSettings:
         return asdict(self)
 
 
-assert set(FIELD_KINDS) == {field.name for field in fields(InpaintSettings)}, "every setting needs a kind"
+# Annotations are strings here (`from __future__ import annotations`): "int", "int | None", ...
+FIELD_KINDS = {field.name: ANNOTATION_KINDS[field.type.removesuffix(" | None")] for field in fields(InpaintSettings)}
+OPTIONAL_FIELDS = {field.name for field in fields(InpaintSettings) if field.type.endswith(" | None")}
 
 
 def _is_unicode(text: str) -> bool:
