@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .masks import bounding_box
+
 
 def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Alpha-blend generated over original pixels (HxWx3 uint8) with an HxW weight in [0, 1].
@@ -11,10 +13,9 @@ def paste_back(generated: np.ndarray, original: np.ndarray, weight: np.ndarray) 
     Where the weight is exactly 0 the result is the original, byte for byte (it is never written there).
     """
     result = original.copy()
-    rows, columns = np.nonzero(weight.any(axis=1))[0], np.nonzero(weight.any(axis=0))[0]
-    if rows.size == 0:
+    box = bounding_box(weight > 0)  # a small mask on a big photo: blend only there
+    if box is None:
         return result
-    box = (slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1))  # a small mask on a big photo: blend only here
     alpha = weight[box][:, :, None].astype(np.float32)
     blended = alpha * generated[box].astype(np.float32) + (1.0 - alpha) * original[box].astype(np.float32)
     blended = np.clip(np.round(blended), 0, 255).astype(np.uint8)
