@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +22,13 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_cli_subprocess(args: list, hf_home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed CLI in a fresh process with its own (empty unless filled) Hugging Face cache, offline."""
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "inpaintkit.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
 
 
 def assert_one_line_error(code: int, err: str, phrase: str) -> None:

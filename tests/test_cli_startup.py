@@ -13,6 +13,8 @@ import textwrap
 
 import pytest
 
+from .helpers import assert_one_line_error
+
 HEAVY_MODULES = ("torch", "diffusers", "transformers", "numpy", "PIL", "cv2")
 
 
@@ -51,9 +53,7 @@ def test_help_imports_no_heavy_library(argv):
 )
 def test_argument_errors_import_no_heavy_library(argv, phrase):
     code, loaded, stderr = run_in_fresh_interpreter(argv)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert code == 2
-    assert len(lines) == 1 and phrase in lines[0], stderr
+    assert_one_line_error(code, stderr, phrase)
     assert loaded == [], f"`inpaintkit {' '.join(argv)}` imported {', '.join(loaded)}"
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +13,7 @@ from inpaintkit.devices import cpu_quota, limit_cpu_threads, resolve_dtype
 from inpaintkit.io import read_png_parameters
 
 from .conftest import box_mask, gradient_image
+from .helpers import run_cli_subprocess
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 # Taken at collection, before conftest's session fixture pins `auto` to fp32 for the rest of the suite.
@@ -79,16 +76,16 @@ def test_the_cli_default_on_this_machine_records_the_dtype_it_chose(tmp_path, ti
     """Not patched: a subprocess runs the real `auto`, whichever CPU this is."""
     pixels, mask = gradient_image(48, 40), box_mask(48, 40, (10, 8, 30, 28))
     Image.fromarray(pixels).save(tmp_path / "in.png")
-    Image.fromarray(mask * 255).save(tmp_path / "mask.png")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    Image.fromarray(mask).save(tmp_path / "mask.png")  # box_mask is already 0/255
     args = ["run", "--image", tmp_path / "in.png", "--mask", tmp_path / "mask.png", "--model", tiny9, "--steps", "2",
             "--device", "cpu", "--output", tmp_path / "out.png"]
-    result = subprocess.run([sys.executable, "-m", "inpaintkit.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    result = run_cli_subprocess(args, tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     expected = "bfloat16" if real_cpu_has_fast_bf16() else "float32"
     assert read_png_parameters(tmp_path / "out.png")["dtype"] == expected
     output = np.asarray(Image.open(tmp_path / "out.png"))
     assert np.array_equal(output[mask == 0], pixels[mask == 0])
+    assert not np.array_equal(output[mask > 0], pixels[mask > 0])  # the hole was painted: the run really ran
 
 
 def write(path, text: str) -> None:

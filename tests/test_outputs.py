@@ -62,9 +62,9 @@ def test_a_failed_overwrite_keeps_the_old_file(files, tiny9, capsys, monkeypatch
 
 
 def test_an_unwritable_output_folder_fails_before_any_work(files, tiny9, capsys, monkeypatch):
-    from inpaintkit import engine
+    from inpaintkit import inpainter
 
-    monkeypatch.setattr(engine, "denoise", lambda *args, **kwargs: pytest.fail("the model ran"))
+    monkeypatch.setattr(inpainter, "denoise", lambda *args, **kwargs: pytest.fail("the model ran"))  # the name Inpainter calls
     code, _, err = run_cli(run_args(files, tiny9, "/proc/out.png"), capsys)  # /proc refuses new files, even for root
     assert_one_line_error(code, err, "Cannot write to /proc")
 

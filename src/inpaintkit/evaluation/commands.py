@@ -8,7 +8,7 @@ import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ..devices import dtype_flag, resolve_device, resolve_dtype
 from ..errors import InputError

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import first_line
-from ..names import DEFAULT_CLIP_MODEL, KID_FEATURES
+from ..names import DEFAULT_CLIP_MODEL
 
 log = logging.getLogger("inpaintkit")
 
