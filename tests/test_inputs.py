@@ -191,6 +191,9 @@ def test_rgba_mask_marks_only_its_opaque_strokes(inpainter9):
         ({"steps": 1000}, "1000 steps with PNDMScheduler would start past the model's last training timestep (999)"),
         ({"steps": 1000, "scheduler": "ddim"}, "with DDIMScheduler would start past"),
         ({"guidance": 1e300}, "Guidance must be between 0 and 100, got 1e+300"),
+        # Python ints are unbounded: float() of this one overflows, and torch cannot hold it.
+        ({"guidance": 10**400}, "Setting guidance is far outside any useful range"),
+        ({"steps": 10**30}, "Setting steps is far outside any useful range"),
     ],
 )
 def test_api_rejects_wrong_types_with_one_sentence(inpainter9, options, phrase):

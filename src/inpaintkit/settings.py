@@ -22,6 +22,8 @@ KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool}
 KIND_NAMES = {"text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false"}
 
 
+MAX_WHOLE = 2**63 - 1  # the largest int64
+
 # Far above any useful scale (A1111 stops at 30); larger values overflow the latents into NaN.
 MAX_GUIDANCE = 100.0
 
@@ -87,6 +89,9 @@ class InpaintSettings:
             accepted = isinstance(value, KIND_CLASSES[kind]) and (kind == "boolean" or not isinstance(value, (bool, np.bool_)))
             if not accepted:
                 raise InputError(f"Setting {field.name} must be {KIND_NAMES[kind]}, got {value!r}.")
+            if kind in ("number", "whole") and isinstance(value, numbers.Integral) and abs(int(value)) > MAX_WHOLE:
+                # Python ints are unbounded; beyond int64 torch and numpy cannot take them, nor float() past 1e308.
+                raise InputError(f"Setting {field.name} is far outside any useful range (a whole number of more than 19 digits).")
             value = KIND_TYPES[kind](value)
             if kind == "number" and not math.isfinite(value):
                 raise InputError(f"Setting {field.name} must be a finite number, got {value!r}.")
