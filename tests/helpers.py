@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import struct
 import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -56,3 +59,12 @@ def distance_to_nearest(mask: np.ndarray) -> np.ndarray:
     grid_y, grid_x = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]]
     squared = (grid_y[..., None] - ys) ** 2 + (grid_x[..., None] - xs) ** 2
     return np.sqrt(squared.min(axis=-1))
+
+
+@contextlib.contextmanager
+def socket_listening() -> Iterator[int]:
+    """A port something else is listening on, for the duration of a with block."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield listener.getsockname()[1]

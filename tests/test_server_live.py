@@ -23,7 +23,7 @@ import uvicorn
 from inpaintkit.server import ServiceConfig, create_app
 
 from .conftest import gradient_image
-from .helpers import assert_one_line_error, run_cli
+from .helpers import assert_one_line_error, run_cli, socket_listening
 from .test_server import IMAGE_PNG, MASK_PNG, assert_background_kept, png_bytes, wait_until
 
 SIZE = 64
@@ -207,6 +207,27 @@ def test_client_disconnect_cancels_its_job(inpainter9):
 def test_serve_refuses_bad_limits_with_exit_2(capsys):
     code, _, err = run_cli(["serve", "--max-queue", "0"], capsys)  # checked before anything starts
     assert_one_line_error(code, err, "The service's max-queue must be a whole number of at least 1, got 0.")
+
+
+@pytest.mark.parametrize(
+    "flags, phrase",
+    [
+        (["--port", "70000"], "argument --port: a port is 0 to 65535, got 70000"),
+        (["--port", "-1"], "argument --port: a port is 0 to 65535, got -1"),
+        (["--max-body", "nan"], "argument --max-body: must be a positive number, got nan"),
+        (["--timeout", "inf"], "argument --timeout: must be a positive number, got inf"),
+        (["--api-key", ""], "The API key is empty; give a non-empty key or none."),  # not silently "no key"
+    ],
+)
+def test_serve_refuses_bad_flags_in_one_sentence(flags, phrase, capsys):
+    code, _, err = run_cli(["serve", *flags], capsys)
+    assert_one_line_error(code, err, phrase)
+
+
+def test_serve_reports_a_busy_port_before_loading_the_model(tmp_path, capsys):
+    with socket_listening() as port:  # the model path does not exist: reaching the load would say so instead
+        code, _, err = run_cli(["serve", "--port", port, "--device", "cpu", "--model", tmp_path / "missing"], capsys)
+    assert_one_line_error(code, err, f"Cannot serve on 127.0.0.1:{port}")
 
 
 def test_serve_exits_2_when_the_model_cannot_load(tmp_path, capsys):

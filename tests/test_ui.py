@@ -32,8 +32,8 @@ from inpaintkit.ui.editor import job_image_and_mask  # noqa: E402
 from inpaintkit.ui.jobs import job_settings  # noqa: E402
 
 from .conftest import box_mask, gradient_image  # noqa: E402
-from .helpers import assert_one_line_error, run_cli  # noqa: E402
-from .ui_helpers import CHROMIUM_ARGS, InstrumentedInpainter, free_port, served  # noqa: E402
+from .helpers import assert_one_line_error, run_cli, socket_listening  # noqa: E402
+from .ui_helpers import CHROMIUM_ARGS, InstrumentedInpainter, served  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 # The stroke is known only to within a few pixels: the mouse path maps to image pixels with under one pixel of error
@@ -280,21 +280,6 @@ def test_ui_command_reports_a_busy_port_in_one_line(tiny9, capsys):
     with socket_listening() as port:
         code, _, err = run_cli(["ui", "--model", tiny9, "--device", "cpu", "--port", port], capsys)
     assert_one_line_error(code, err, f"Cannot serve on 127.0.0.1:{port}")
-
-
-class socket_listening:
-    """A port something else is listening on, for the duration of a with block."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", free_port()))
-        self.socket.listen()
-        return self.socket.getsockname()[1]
-
-    def __exit__(self, *exc_info) -> None:
-        self.socket.close()
 
 
 # -- the pieces, without a server ----------------------------------------------------------------------------------

@@ -47,6 +47,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="inpaintkit", description="Text-guided image inpainting with latent diffusion models.")
     parser.add_argument("--version", action="version", version=f"inpaintkit {__version__}")
@@ -96,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(ui)
     add_speed_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    ui.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
     ui.add_argument("--max-queue", type=positive_int, default=8, metavar="N", help="jobs that may wait while one runs; more get 'busy, try again' (default 8)")
     ui.add_argument("--max-file-size", type=positive_int, default=50, metavar="MB", help="largest upload in megabytes (default 50)")
     # -- end web UI --
@@ -106,15 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(serve)
     add_speed_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     from .server.config import MIB, ServiceConfig  # the limits' defaults only: no web library is imported
 
     limits = serve.add_argument_group("limits")
     limits.add_argument("--max-queue", type=int, default=ServiceConfig.max_queue, metavar="N", help=f"jobs that may wait for the model; one more is answered 429 (default {ServiceConfig.max_queue})")
     limits.add_argument("--max-pixels", type=int, default=ServiceConfig.max_pixels, metavar="N", help=f"largest image or mask, in pixels, read from its header before decoding (default {ServiceConfig.max_pixels:,})")
-    limits.add_argument("--max-body", type=float, default=ServiceConfig.max_body / MIB, metavar="MIB", help=f"largest request body in MiB (default {ServiceConfig.max_body / MIB:g})")
+    limits.add_argument("--max-body", type=positive_number, default=ServiceConfig.max_body / MIB, metavar="MIB", help=f"largest request body in MiB (default {ServiceConfig.max_body / MIB:g})")
     limits.add_argument("--max-images", type=int, default=ServiceConfig.max_images, metavar="N", help=f"largest num_images per request (default {ServiceConfig.max_images})")
-    limits.add_argument("--timeout", type=float, default=ServiceConfig.timeout, metavar="S", help=f"seconds a request may take in all; then its job is cancelled between steps and it gets 504 (default {ServiceConfig.timeout:g})")
+    limits.add_argument("--timeout", type=positive_number, default=ServiceConfig.timeout, metavar="S", help=f"seconds a request may take in all; then its job is cancelled between steps and it gets 504 (default {ServiceConfig.timeout:g})")
     serve.add_argument("--api-key", help="require this key (X-API-Key header or Authorization: Bearer); default: the INPAINTKIT_API_KEY environment variable, else none")
     # -- end HTTP service --
     return parser
@@ -192,6 +206,12 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config,
         compile=arguments.compile, vae_tiling=arguments.vae_tiling, offload=arguments.offload, fuse_qkv=arguments.fuse_qkv,
     )
+
+
+def warn_if_untrained(inpainter: Inpainter, model) -> None:
+    """Every front end says it once its own checks have passed (so a refused job stays one line)."""
+    if inpainter.capabilities.untrained:
+        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", model)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -277,8 +297,7 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
     inpainter = inpainter_from_arguments(arguments)
     inpainter.check(settings)  # a method the checkpoint or scheduler cannot run fails before any work
-    if inpainter.capabilities.untrained:
-        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
+    warn_if_untrained(inpainter, arguments.model)
     if not arguments.quiet:
         log.info("seed %d%s", settings.seed, f" (images use {settings.seed}..{settings.seed + settings.num_images - 1})" if settings.num_images > 1 else "")
     # Image k has its own generator (seed + k), so chunks give the same images as one batch would,

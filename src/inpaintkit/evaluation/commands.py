@@ -25,7 +25,7 @@ RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resu
 
 
 def command_bench(arguments: argparse.Namespace) -> int:
-    from ..cli import inpainter_from_arguments
+    from ..cli import inpainter_from_arguments, warn_if_untrained
 
     methods = parse_methods(arguments.pipeline)
     base = bench_settings_base(arguments)
@@ -46,8 +46,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
     write_text_atomic(dst / RUN_FILE, json.dumps(run, indent=2) + "\n")  # only now: a run that never started binds nothing
-    if inpainter.capabilities.untrained:
-        log.warning("Model %s is UNTRAINED (random weights): its outputs are noise, the metrics only exercise the harness.", arguments.model)
+    warn_if_untrained(inpainter, arguments.model)
     learned = load_metrics(arguments, inpainter.components.device) if arguments.metric else None
     info = {
         "source": arguments.src, "model": str(arguments.model), "device": inpainter.components.device.type,

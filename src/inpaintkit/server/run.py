@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import logging
 import os
 import signal
@@ -13,9 +12,10 @@ from typing import Iterator
 
 import uvicorn
 
-from ..cli import inpainter_from_arguments
+from ..cli import inpainter_from_arguments, warn_if_untrained
 from ..errors import InputError, first_line
 from ..inpainter import Inpainter
+from ..listening import check_can_listen, is_loopback
 from .app import create_app
 from .config import MIB, ServiceConfig
 from .logs import JsonLineFormatter, StderrHandler
@@ -56,6 +56,7 @@ class GracefulServer(uvicorn.Server):
 def serve(arguments: argparse.Namespace) -> int:
     """Run the service until SIGTERM/Ctrl-C (exit 0); a model that fails to load ends it with exit code 2."""
     config = config_from_arguments(arguments)
+    check_can_listen(arguments.host, arguments.port)  # else uvicorn reports it in its own words, after the load began
     configure_logging()
     if config.api_key is None and not is_loopback(arguments.host):
         log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set %s", arguments.host, API_KEY_VARIABLE)
@@ -67,8 +68,7 @@ def serve(arguments: argparse.Namespace) -> int:
         except BaseException:
             server.should_exit = True  # nothing to serve: stop, and report the reason below
             raise
-        if inpainter.capabilities.untrained:
-            log.warning("model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise", arguments.model)
+        warn_if_untrained(inpainter, arguments.model)
         return inpainter
 
     app = create_app(load, config, model_name=arguments.model)
@@ -84,8 +84,13 @@ def serve(arguments: argparse.Namespace) -> int:
 def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
     return ServiceConfig(
         max_queue=arguments.max_queue, max_pixels=arguments.max_pixels, max_body=round(arguments.max_body * MIB),
-        timeout=arguments.timeout, max_images=arguments.max_images, api_key=arguments.api_key or os.environ.get(API_KEY_VARIABLE) or None,
+        timeout=arguments.timeout, max_images=arguments.max_images, api_key=api_key_from(arguments),
     )
+
+
+def api_key_from(arguments: argparse.Namespace) -> str | None:
+    """--api-key as given (an empty one is refused by ServiceConfig), else the variable; a variable set empty means none."""
+    return arguments.api_key if arguments.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
 
 
 def configure_logging() -> None:
@@ -97,12 +102,3 @@ def configure_logging() -> None:
         logger.handlers[:] = [handler] if name == "inpaintkit.server" else []
         logger.setLevel(logging.INFO)
     logging.getLogger("inpaintkit.server").propagate = False
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 
 import gradio as gr
 
 from ..errors import InputError
+from ..listening import check_can_listen, is_loopback
 from .app import build_app
 
 log = logging.getLogger("inpaintkit")
@@ -31,28 +31,16 @@ def start(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, max_fil
     return url
 
 
-def check_can_listen(host: str, port: int) -> None:
-    """Refuse an address this process cannot listen on before the (slow) model load, in one sentence."""
-    try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
-            probe.bind(address)
-    except OSError as error:
-        raise InputError(f"Cannot serve on {host}:{port} ({error.strerror or error}); pass another --port or --host.") from None
-
-
 def launch(arguments: argparse.Namespace) -> int:
     """Load the model (once: every job reuses it), serve the UI, and block until Ctrl-C."""
-    from ..cli import inpainter_from_arguments
+    from ..cli import inpainter_from_arguments, warn_if_untrained
 
     check_can_listen(arguments.host, arguments.port)
     inpainter = inpainter_from_arguments(arguments)  # the CLI's loading, speed options included
-    if inpainter.capabilities.untrained:
-        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", arguments.model)
+    warn_if_untrained(inpainter, arguments.model)
     demo = build_app(inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue)
     url = start(demo, host=arguments.host, port=arguments.port, max_file_size_mb=arguments.max_file_size)
-    if arguments.host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback(arguments.host):
         log.warning("The UI listens on %s: anyone who can reach this machine can use it (it has no login).", arguments.host)
     log.info("web UI at %s (Ctrl-C to stop)", url)
     demo.block_thread()
