@@ -256,7 +256,7 @@ def test_metrics_on_one_flat_folder_reports_a_wrong_sized_prediction(finished, t
         (["--pipeline", "blend,magic"], "Unknown method(s) magic in --pipeline"),
         (["--pipeline", "blend,blend"], "--pipeline names blend more than once"),
         (["--src", "/no/such/folder"], "--src /no/such/folder does not exist"),
-        (["--limit", "0"], "--limit must be at least 1"),
+        (["--limit", "0"], "argument --limit: must be at least 1, got 0"),
         (["--steps", "0"], "Steps must be"),
         (["--blend-start", "2"], "blend-start"),
     ],
@@ -414,3 +414,51 @@ def test_metrics_on_an_unknown_device_is_one_sentence(finished, tmp_path, capsys
     dataset, dst = finished
     code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m", "--device", "gpu"], capsys)
     assert_one_line_error(code, err, "Unknown device 'gpu'; use auto, cpu or cuda.")
+
+
+def test_metrics_errors_name_the_flag_the_user_gave(finished, tmp_path, capsys):
+    dataset, dst = finished
+    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--method", "blend,blend", "--dst", tmp_path / "m"], capsys)
+    assert_one_line_error(code, err, "--method names blend more than once.")
+
+
+@pytest.mark.parametrize("command", ["metrics", "bench"])
+def test_scoring_without_the_eval_extra_is_refused_before_any_work(finished, tmp_path, tiny9, tiny_clip, capsys, monkeypatch, command):
+    import importlib.util
+
+    dataset, dst = finished
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "torchmetrics" else real_find_spec(name, *args))
+    args = (["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m"] if command == "metrics"
+            else bench_args(dataset, tmp_path / "out", tiny9, tiny_clip))
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "Scoring needs torchmetrics, which is not installed: pip install 'inpaintkit[eval]'.")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "m").exists()  # refused before any work
+
+
+def test_an_unreadable_csv_listing_is_one_sentence(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    (dataset / "prompts.csv").write_text('image,mask,prompt\na.png,a.mask.png,"' + "x" * 200_000 + '"\n', encoding="utf-8")
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset / "prompts.csv", "--dst", tmp_path / "out", "--model", tiny9], capsys)
+    assert_one_line_error(code, err, "prompts.csv is not a readable CSV (line")
+
+
+def test_a_listing_row_without_an_image_is_reported_as_such(tmp_path, tiny9, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    rows = [{"image": "a.png", "mask": "a.mask.png", "prompt": "x"}, {"mask": "b.mask.png"}, {"mask": "c.mask.png"}]
+    (dataset / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset / "prompts.jsonl", "--dst", tmp_path / "out",
+                            "--model", tiny9, "--steps", "1"], capsys)
+    assert code == 0, err
+    # not "sample name 'dataset' is used twice": an empty image path once named the row after the listing's folder
+    assert "prompts.jsonl line 2: no image given" in err and "prompts.jsonl line 3: no image given" in err
+
+
+def test_another_tools_unreadable_metrics_csv_is_computed_again(finished, tmp_path, capsys):
+    dataset, dst = finished
+    target = tmp_path / "m"
+    target.mkdir()
+    (target / "metrics.csv").write_text('sample,method\n"' + "x" * 200_000 + '",blend\n', encoding="utf-8")
+    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--dst", target], capsys)
+    assert code == 0, err
+    assert "is unreadable" in err and len(read_rows(target / "metrics.csv")) == len(read_rows(dst / "metrics.csv"))

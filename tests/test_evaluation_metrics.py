@@ -12,7 +12,8 @@ from inpaintkit.evaluation import learned_metrics
 from inpaintkit.evaluation.learned_metrics import (
     ClipScorer, choose_subset_size, kernel_inception_distance, kid_crop, load_clip, load_learned_metrics,
 )
-from inpaintkit.evaluation.pixel_metrics import bounding_box, psnr, region_mse, region_ssim
+from inpaintkit.evaluation.pixel_metrics import psnr, region_mse, region_ssim
+from inpaintkit.masks import bounding_box
 from inpaintkit.evaluation.scoring import MetricsTable, format_value, summarize
 
 from .conftest import box_mask, gradient_image
@@ -77,7 +78,7 @@ def test_empty_regions_are_not_applicable(picture):
 
 def test_bounding_box_is_exclusive_on_the_right_and_bottom(picture):
     _, hole = picture
-    assert bounding_box(hole) == (10, 8, 30, 24)
+    assert bounding_box(hole) == (slice(8, 24), slice(10, 30))  # box_mask's (left, top, right, bottom) = (10, 8, 30, 24)
 
 
 def test_summary_is_mean_and_population_std_and_counts_identical_regions_apart():

@@ -180,7 +180,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the samples come from, and which networks the learned metrics use."""
     source = parser.add_argument_group("samples")
     source.add_argument("--src", required=True, help="a folder (NAME.png + NAME.mask.png + NAME.txt [+ NAME.gt.png]), a prompts.jsonl/.csv listing, or pipe:SPLIT (the PIPE dataset)")
-    source.add_argument("--limit", type=int, metavar="N", help="use only the first N samples")
+    source.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N samples")
     source.add_argument("--pipe-images", default=PIPE_IMAGES, metavar="SOURCE", help=f"PIPE images: hub id, local dataset folder or parquet file (default {PIPE_IMAGES})")
     source.add_argument("--pipe-masks", default=PIPE_MASKS, metavar="SOURCE", help=f"PIPE masks: hub id, local dataset folder or parquet file (default {PIPE_MASKS})")
     learned = parser.add_argument_group("learned metrics")

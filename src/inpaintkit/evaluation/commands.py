@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -21,13 +22,16 @@ from .samples import IMAGE_SUFFIXES, Sample, read_samples
 from .run import Evaluation, evaluate
 
 log = logging.getLogger("inpaintkit")
+SCORING_PACKAGES = ("torchmetrics", "matplotlib")  # SSIM and CLIP score; the charts
 RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resume cannot mix two runs
 
 
 def command_bench(arguments: argparse.Namespace) -> int:
     from ..cli import inpainter_from_arguments, warn_if_untrained
 
-    methods = parse_methods(arguments.pipeline)
+    methods = parse_methods(arguments.pipeline, "--pipeline")
+    if arguments.metric:
+        require_scoring_packages()
     base = bench_settings_base(arguments)
     for method in methods:
         settings_for(base, method, "")  # every setting is valid for every method, before anything loads
@@ -60,10 +64,11 @@ def command_bench(arguments: argparse.Namespace) -> int:
 
 
 def command_metrics(arguments: argparse.Namespace) -> int:
+    require_scoring_packages()
     pred = arguments.pred
     if not pred.is_dir():
         raise InputError(f"--pred {pred} is not a folder.")
-    folders = {method: pred / method for method in parse_methods(arguments.method, known_only=False)} if arguments.method else prediction_folders(pred)
+    folders = {method: pred / method for method in parse_methods(arguments.method, "--method", known_only=False)} if arguments.method else prediction_folders(pred)
     absent = [str(folder) for folder in folders.values() if not folder.is_dir()]
     if absent:
         raise InputError(f"No prediction folder {', '.join(absent)}; --method names subfolders of --pred.")
@@ -83,17 +88,24 @@ def finish(evaluation: Evaluation, quiet: bool) -> int:
     return 0
 
 
-def parse_methods(text: str, known_only: bool = True) -> list[str]:
-    """'blend,native' -> ['blend', 'native'], each known and named once."""
+def require_scoring_packages() -> None:
+    """SSIM and the charts need the [eval] extra: say so before any work, not after the first sample."""
+    missing = [package for package in SCORING_PACKAGES if importlib.util.find_spec(package) is None]
+    if missing:
+        raise InputError(f"Scoring needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: pip install 'inpaintkit[eval]'.")
+
+
+def parse_methods(text: str, flag: str, known_only: bool = True) -> list[str]:
+    """'blend,native' -> ['blend', 'native'], each named once (and a known method, if `known_only`); errors name `flag`."""
     methods = [name.strip() for name in text.split(",") if name.strip()]
     if not methods:
-        raise InputError("--pipeline names no method; give e.g. --pipeline blend,native.")
+        raise InputError(f"{flag} names no method; give e.g. {flag} blend,native.")
     unknown = [name for name in methods if known_only and name not in METHODS]
     if unknown:
-        raise InputError(f"Unknown method(s) {', '.join(unknown)} in --pipeline; choose from {', '.join(METHODS)}.")
+        raise InputError(f"Unknown method(s) {', '.join(unknown)} in {flag}; choose from {', '.join(METHODS)}.")
     duplicates = sorted({name for name in methods if methods.count(name) > 1})
     if duplicates:
-        raise InputError(f"--pipeline names {', '.join(duplicates)} more than once.")
+        raise InputError(f"{flag} names {', '.join(duplicates)} more than once.")
     return methods
 
 
@@ -128,8 +140,6 @@ def generator(inpainter, base: dict[str, Any]) -> Callable:
 
 def open_samples(arguments: argparse.Namespace) -> list[Sample]:
     split = parse_pipe_source(arguments.src)
-    if arguments.limit is not None and arguments.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {arguments.limit}.")
     if split is not None:
         return read_pipe(split, arguments.limit, arguments.pipe_images, arguments.pipe_masks)
     return read_samples(Path(arguments.src))[: arguments.limit]

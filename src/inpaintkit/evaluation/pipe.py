@@ -36,11 +36,12 @@ def read_pipe(split: str, limit: Optional[int] = None, images: str = PIPE_IMAGES
     image_table = open_table(images, split, IMAGE_COLUMNS)
     mask_table = open_table(masks, split, MASK_COLUMNS)
     mask_rows = {key: row for row, key in enumerate(_keys(mask_table))}
+    prompts = _prompts(image_table)
     samples = []
     for row, key in enumerate(_keys(image_table)):
         if key not in mask_rows:
             continue
-        samples.append(_sample(image_table, row, mask_table, mask_rows[key], key))
+        samples.append(_sample(image_table, row, mask_table, mask_rows[key], key, prompts[row]))
         if limit is not None and len(samples) >= limit:
             break
     if not samples:
@@ -73,14 +74,19 @@ def open_table(source: str, split: str, required: tuple[str, ...]):
 
 
 def _keys(table) -> list[tuple]:
-    """The join keys of every row, read without decoding any image."""
-    columns = table.select_columns(list(JOIN_KEYS))
-    return [tuple(columns[key][row] for key in JOIN_KEYS) for row in range(len(columns))]
+    """The join keys of every row, read column by column without decoding any image (row by row is quadratic)."""
+    columns = table.select_columns(list(JOIN_KEYS)).to_dict()
+    return list(zip(*(columns[key] for key in JOIN_KEYS)))
 
 
-def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple) -> Sample:
-    record = image_table.select_columns([column for column in PROMPT_COLUMNS if column in image_table.column_names])[image_row]
-    prompt = next((str(record[column]).strip() for column in PROMPT_COLUMNS if str(record.get(column) or "").strip()), "")
+def _prompts(table) -> list[str]:
+    """Every row's prompt: the first non-empty of PROMPT_COLUMNS (those the table has), else ""."""
+    columns = table.select_columns([column for column in PROMPT_COLUMNS if column in table.column_names]).to_dict()
+    texts = [[str(value or "").strip() for value in values] for values in columns.values()]
+    return [next((text for text in row if text), "") for row in zip(*texts)] if texts else [""] * len(table)
+
+
+def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple, prompt: str) -> Sample:
 
     def open_pixels() -> Pixels:
         try:

@@ -50,16 +50,3 @@ def region_ssim(prediction: np.ndarray, reference: np.ndarray, region: np.ndarra
     )
     per_pixel = ssim_map[0].mean(dim=0).numpy()  # the three channels' SSIM, averaged
     return float(per_pixel[region].mean())
-
-
-def bounding_box(region: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the True pixels, exclusive right/bottom; None if there are none."""
-    rows, columns = np.nonzero(region)
-    if rows.size == 0:
-        return None
-    return int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1
-
-
-def crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    left, top, right, bottom = box
-    return image[top:bottom, left:right]

@@ -20,9 +20,9 @@ from PIL import Image
 
 from ..errors import InputError
 from ..io import atomic_file, open_image, read_png_parameters, save_png, to_rgb_array
+from ..masks import bounding_box
 from .grid import comparison_grid, grid_metadata, mask_overlay
 from .learned_metrics import LearnedMetrics, kernel_inception_distance, kid_crop
-from .pixel_metrics import bounding_box, crop
 from .report import Outcome, Skip, build_summary, write_charts, write_report, write_summary
 from .samples import Pixels, Sample
 from .scoring import METRICS, MetricsTable, content_digest, score
@@ -71,7 +71,8 @@ def evaluate(evaluation: Evaluation, on_output: OnOutput) -> dict[str, Any]:
             outcome.grids.append(_write_grid(dst, sample.name, pixels, outputs))
         except InputError as error:  # e.g. a name too long for the file system: the run goes on
             log.warning("no grid for %s: %s", sample.name, error)
-        crops.add(pixels, outputs)
+        if evaluation.learned is not None and evaluation.learned.kid_features is not None:
+            crops.add(pixels, outputs)  # 299x299 crops per sample and method: kept only when KID will use them
     if evaluation.learned is not None:
         outcome.unavailable = dict(evaluation.learned.unavailable)
         if evaluation.learned.kid_features is not None:
@@ -183,11 +184,11 @@ class KidCrops:
         box = bounding_box(pixels.hole)
         if box is None:
             return
-        self.inputs.append(kid_crop(crop(pixels.image, box)))
-        self.truths.append(None if pixels.target is None else kid_crop(crop(pixels.target, box)))
+        self.inputs.append(kid_crop(pixels.image[box]))
+        self.truths.append(None if pixels.target is None else kid_crop(pixels.target[box]))
         for method, output in outputs.items():
             if output is not None:
-                self.outputs.setdefault(method, []).append(kid_crop(crop(output, box)))
+                self.outputs.setdefault(method, []).append(kid_crop(output[box]))
 
     @property
     def against_truth(self) -> bool:

@@ -137,7 +137,8 @@ def _listed_sample(listing: Path, line: int, row: dict | str, seen: set[str]) ->
     missing = [field for field in ("image", "mask") if not str(row.get(field) or "").strip()]
     image = listing.parent / str(row.get("image") or "")
     given_name = row.get("name") if isinstance(row.get("name"), str) else ""
-    name = safe_name(given_name.strip() or image.stem or f"line-{line}")
+    image_stem = image.stem if "image" not in missing else ""  # an empty image path would name the listing's folder
+    name = safe_name(given_name.strip() or image_stem or f"line-{line}")
     if name in seen:
         return Sample(f"{name}-line-{line}", "", _never, f"{where}: sample name {name!r} is used twice")
     seen.add(name)
@@ -168,8 +169,11 @@ def _csv_rows(listing: Path) -> Iterator[tuple[int, dict | str]]:
     missing = [field for field in LISTING_FIELDS if field not in (reader.fieldnames or [])]
     if missing:
         raise InputError(f"{listing} needs a header with columns {', '.join(LISTING_FIELDS)} (and optional target, name); missing {', '.join(missing)}.")
-    for row in reader:
-        yield reader.line_num, row
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as error:  # e.g. an unclosed quote swallowing the file, or a field over csv's size limit
+        raise InputError(f"{listing} is not a readable CSV (line {reader.line_num}: {error}).") from None
 
 
 def _read_text(path: Path) -> str:

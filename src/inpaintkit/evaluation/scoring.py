@@ -21,7 +21,8 @@ import numpy as np
 
 from ..io import write_text_atomic
 from .learned_metrics import LearnedMetrics
-from .pixel_metrics import bounding_box, crop, psnr, region_mse, region_ssim
+from ..masks import bounding_box
+from .pixel_metrics import psnr, region_mse, region_ssim
 from .samples import Pixels
 
 log = logging.getLogger("inpaintkit")
@@ -78,7 +79,7 @@ def score(output: np.ndarray, pixels: Pixels, prompt: str, wanted: set[str], lea
         box = bounding_box(hole)
         applies = bool(prompt.strip())
         values["clip_score"] = learned.clip(output, prompt) if applies else math.nan
-        values["clip_score_crop"] = learned.clip(crop(output, box), prompt) if applies and box else math.nan
+        values["clip_score_crop"] = learned.clip(output[box], prompt) if applies and box else math.nan
     return {name: value for name, value in values.items() if name in wanted}
 
 
@@ -95,7 +96,12 @@ class MetricsTable:
         except (OSError, UnicodeDecodeError) as error:
             log.warning("%s is unreadable (%s); every metric is computed again.", path, error)
             return
-        for row in csv.DictReader(io.StringIO(text)):
+        try:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        except csv.Error as error:  # e.g. another tool's metrics.csv with a huge field, in --pred
+            log.warning("%s is unreadable (%s); every metric is computed again.", path, error)
+            return
+        for row in rows:
             key = (row.get("sample"), row.get("method"))
             if all(isinstance(part, str) and part for part in key):  # a row cut off mid-key is dropped
                 self.rows[key] = {column: row.get(column) or "" for column in COLUMNS}  # type: ignore[index]
