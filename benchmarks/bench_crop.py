@@ -17,27 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sd15_model import write_sd15_architecture  # noqa: E402
+from common import centred_mask, model_folder, picture  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
-from inpaintkit.tiny import make_tiny_model  # noqa: E402
-
-
-def picture(width: int, height: int) -> np.ndarray:
-    y, x = np.mgrid[0:height, 0:width]
-    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], axis=2).astype(np.uint8)
-
-
-def centred_mask(width: int, height: int, side: int) -> np.ndarray:
-    mask = np.zeros((height, width), np.uint8)
-    top, left = (height - side) // 2, (width - side) // 2
-    mask[top : top + side, left : left + side] = 255
-    return mask
 
 
 def main() -> None:
@@ -52,12 +38,7 @@ def main() -> None:
 
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
-    folder = arguments.model_dir / arguments.arch
-    if arguments.arch == "sd15":
-        write_sd15_architecture(folder)
-    elif not (folder / "model_index.json").is_file():
-        make_tiny_model(folder)
-    inpainter = Inpainter.from_pretrained(folder, device=arguments.device)
+    inpainter = Inpainter.from_pretrained(model_folder(arguments.model_dir, arguments.arch), device=arguments.device)
     native = inpainter.capabilities.native_size
 
     photo, photo_mask = picture(4096, 3072), centred_mask(4096, 3072, 256)

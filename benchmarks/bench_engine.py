@@ -23,40 +23,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sd15_model import write_sd15_architecture  # noqa: E402
+from common import centred_mask, model_folder, picture  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
 from inpaintkit.evaluation.measure import measured  # noqa: E402
 from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
-from inpaintkit.tiny import make_tiny_model  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, GUIDANCE = "a red bicycle", "blurry", 0, 7.5
-
-
-def picture(size: int) -> np.ndarray:
-    y, x = np.mgrid[0:size, 0:size]
-    return np.stack([x * 255 // size, y * 255 // size, (x + y) * 255 // (2 * size)], axis=2).astype(np.uint8)
-
-
-def centred_mask(size: int) -> np.ndarray:
-    mask = np.zeros((size, size), np.uint8)
-    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
-    return mask
-
-
-def model_folder(root: Path, arch: str, channels: int) -> Path:
-    folder = root / f"{arch}-{channels}"
-    if arch == "sd15":
-        return write_sd15_architecture(folder, unet_in_channels=channels)
-    if not (folder / "model_index.json").is_file():
-        make_tiny_model(folder, unet_in_channels=channels)
-    return folder
 
 
 def diffusers_job(folder: Path, device: str, dtype: torch.dtype, size: int, steps: int) -> Callable[[], None]:
@@ -65,7 +43,7 @@ def diffusers_job(folder: Path, device: str, dtype: torch.dtype, size: int, step
     pipeline = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
-    image, mask = Image.fromarray(picture(size)), Image.fromarray(centred_mask(size))
+    image, mask = Image.fromarray(picture(size, size)), Image.fromarray(centred_mask(size, size, size // 2))
 
     def run() -> None:
         generator = torch.Generator("cpu").manual_seed(SEED)
@@ -76,7 +54,7 @@ def diffusers_job(folder: Path, device: str, dtype: torch.dtype, size: int, step
 
 
 def inpaintkit_job(inpainter: Inpainter, method: str, size: int, steps: int) -> Callable[[], None]:
-    image, mask = picture(size), centred_mask(size)
+    image, mask = picture(size, size), centred_mask(size, size, size // 2)
 
     def run() -> None:
         inpainter(image, mask, PROMPT, negative_prompt=NEGATIVE, method=method, steps=steps, guidance=GUIDANCE, seed=SEED)
@@ -107,17 +85,20 @@ def main() -> None:
         torch.set_num_threads(arguments.threads)
     device = torch.device(arguments.device)
     jobs: dict[str, Callable[[], None]] = {}
+    pairs: list[tuple[str, str]] = []  # (inpaintkit job, the diffusers job it is compared with)
     for method, channels in (("native", 9), ("blend", 4)):
         folder = model_folder(arguments.model_dir, arguments.arch, channels)
         inpainter = Inpainter.from_pretrained(folder, device=arguments.device, dtype=arguments.dtype)
         size = arguments.size or inpainter.capabilities.native_size
         jobs[f"inpaintkit {method}"] = inpaintkit_job(inpainter, method, size, arguments.steps)
-        jobs[f"diffusers ({channels}-channel UNet)"] = diffusers_job(folder, arguments.device, inpainter.components.dtype, size, arguments.steps)
+        theirs = f"diffusers ({channels}-channel UNet)"
+        jobs[theirs] = diffusers_job(folder, arguments.device, inpainter.components.dtype, size, arguments.steps)
+        pairs.append((f"inpaintkit {method}", theirs))
         dtype = inpainter.components.dtype
         if method == "native" and arguments.compile:
             compiled = Inpainter.from_pretrained(folder, device=arguments.device, dtype=arguments.dtype, compile=True)
             jobs["inpaintkit native --compile"] = inpaintkit_job(compiled, method, size, arguments.steps)
-            jobs["diffusers (9-channel UNet), again"] = jobs[f"diffusers ({channels}-channel UNet)"]
+            pairs.append(("inpaintkit native --compile", theirs))  # compared with the same diffusers runs
 
     first_call = {}
     for name, job in jobs.items():  # warm-up: first-call allocations, kernel selection and compilation are not what we measure
@@ -137,9 +118,12 @@ def main() -> None:
           f"{str(dtype).removeprefix('torch.')}, median of {arguments.repeats} after a warm-up")
     print(f"| job | median s/image | ratio inpaintkit/diffusers | s per UNet step | peak memory MB ({memory_kind}) | every run (s) |")
     print("|---|---|---|---|---|---|")
-    names = list(jobs)
-    for ours, theirs in zip(names[::2], names[1::2]):
+    printed = set()
+    for ours, theirs in pairs:
         for name in (ours, theirs):
+            if name in printed:
+                continue
+            printed.add(name)
             median = statistics.median(seconds[name])
             ratio = f"{median / statistics.median(seconds[theirs]):.3f}" if name == ours else ""
             runs = ", ".join(f"{value:.3f}" for value in seconds[name])

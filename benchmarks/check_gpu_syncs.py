@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_engine import centred_mask, model_folder, picture  # noqa: E402
+from common import centred_mask, model_folder, picture  # noqa: E402
 
 from inpaintkit import Inpainter  # noqa: E402
+from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
 
 JOBS = [  # (UNet channels, method, scheduler, options)
     (9, "native", "default", {}), (9, "native", "ddim", {}), (9, "native", "dpm++2m", {}), (9, "native", "euler", {}),
@@ -49,7 +50,7 @@ def count_syncs(inpainter: Inpainter, size: int, steps: int, method: str, schedu
         warnings.simplefilter("always")
         warnings.showwarning = attribute  # restored by catch_warnings
         try:
-            inpainter(picture(size), centred_mask(size), "a red bicycle", method=method, scheduler=scheduler, steps=steps,
+            inpainter(picture(size, size), centred_mask(size, size, size // 2), "a red bicycle", method=method, scheduler=scheduler, steps=steps,
                       seed=0, callback=watch, **options)
         finally:
             torch.cuda.set_sync_debug_mode("default")
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--arch", choices=("tiny", "sd15"), default="tiny")
     parser.add_argument("--size", type=int, default=None, help="default: 64 for tiny, 512 for sd15")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     arguments = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("check_gpu_syncs.py needs a CUDA GPU; on a CPU run tests/test_host_reads.py.")

@@ -1,0 +1,32 @@
+"""What the benchmark scripts share: the test picture, its mask, and the random-weight model folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sd15_model import write_sd15_architecture
+
+from inpaintkit.tiny import make_tiny_model
+
+
+def picture(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], axis=2).astype(np.uint8)
+
+
+def centred_mask(width: int, height: int, side: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    top, left = (height - side) // 2, (width - side) // 2
+    mask[top : top + side, left : left + side] = 255
+    return mask
+
+
+def model_folder(root: Path, arch: str, channels: int = 9) -> Path:
+    """A random-weight model folder with `arch`'s architecture (timing does not depend on the weights)."""
+    folder = root / f"{arch}-{channels}"
+    if arch == "sd15":
+        return write_sd15_architecture(folder, unet_in_channels=channels)
+    if not (folder / "model_index.json").is_file():
+        make_tiny_model(folder, unet_in_channels=channels)
+    return folder
