@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inpaintkit import Inpainter
+from inpaintkit import Inpainter, InputError
 from inpaintkit.acceleration import AUTO_TILING_PIXELS, Acceleration, accelerate
 
 from .conftest import box_mask, gradient_image
@@ -80,5 +80,5 @@ def test_offload_without_a_gpu_is_one_sentence_before_loading(tmp_path, capsys):
 
 
 def test_an_unknown_tiling_mode_is_refused():
-    with pytest.raises(Exception, match="Unknown VAE tiling mode 'sometimes'"):
+    with pytest.raises(InputError, match="Unknown VAE tiling mode 'sometimes'"):
         Acceleration(vae_tiling="sometimes").check(__import__("torch").device("cpu"))

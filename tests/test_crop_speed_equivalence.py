@@ -183,5 +183,6 @@ def test_native_crop_job_equals_the_whole_image_computation(inpainter9, engine_c
     settings = InpaintSettings.from_options(prompt="x", steps=2, seed=8, crop_padding=6, mask_blur=3, color_match=True, num_images=2)
     outputs = inpainter9.run(pixels, MASKS["speckle"], settings)
     expected = whole_image_crop_job(inpainter9, *load_image_and_mask(pixels, MASKS["speckle"]), settings, engine_calls)
+    assert len(outputs) == len(expected) == settings.num_images
     for output, reference in zip(outputs, expected):
         assert_identical(np.asarray(output), reference)

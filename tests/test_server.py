@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import logging
+import re
 import threading
 import time
 from dataclasses import fields
@@ -17,6 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from inpaintkit.errors import Cancelled
 from inpaintkit.io import MAX_IMAGE_PIXELS
 from inpaintkit.server import ServiceConfig, create_app
 from inpaintkit.settings import InpaintSettings
@@ -300,13 +302,29 @@ def test_full_queue_answers_429_with_retry_after(inpainter9):
         assert inpaint(test_client).status_code == 200
 
 
-def test_deadline_cancels_the_job_between_steps_504(inpainter9):
+def test_deadline_cancels_the_job_between_steps_504(inpainter9, monkeypatch):
+    endings: list[str] = []  # how each job ended, seen from inside the worker: the 504 alone does not prove it stopped
+    run = inpainter9.run
+
+    def recorded_run(*args, **kwargs):
+        try:
+            images = run(*args, **kwargs)
+        except Cancelled as stopped:
+            endings.append(str(stopped))
+            raise
+        endings.append("finished")
+        return images
+
+    monkeypatch.setattr(inpainter9, "run", recorded_run)
     with TestClient(create_app(inpainter9, ServiceConfig(timeout=0.5))) as test_client:
         started = time.monotonic()
         # 500 steps take about 4 s on one CPU thread; the deadline stops the job after about 0.5 s.
         response = inpaint(test_client, data={"steps": "500"})
         assert_error(response, 504, "0.5 s deadline")
         assert time.monotonic() - started < 2.0
+        wait_until(lambda: endings)
+        done, total = map(int, re.fullmatch(r"Stopped after step (\d+) of (\d+)\.", endings[0]).groups())
+        assert done < total  # stopped between steps, well before the end (PNDM makes 501 UNet calls for 500 steps)
         # The worker is free again at once: the long job was stopped, not left running.
         assert inpaint(test_client).status_code == 200
         assert time.monotonic() - started < 3.0
