@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import FormData
@@ -131,10 +132,10 @@ def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceCo
             raise ServiceError(408, f"The request body did not arrive within {config.timeout:g} s.") from None
         form = await parse_form(request, body)
         try:
-            image, mask, settings = await anyio.to_thread.run_sync(prepare_job, worker, config, form, png_wanted)
+            pixels, mask_values, settings = await anyio.to_thread.run_sync(prepare_job, worker, config, form, png_wanted)
         finally:
             await form.close()
-        job = Job(image, mask, settings, deadline, config.timeout)
+        job = Job(pixels, mask_values, settings, deadline, config.timeout)
         try:
             worker.submit(job)
             images = await wait_for(job, request)
@@ -183,8 +184,10 @@ async def parse_form(request: Request, body: bytes) -> FormData:
         raise ServiceError(400, f"The multipart body could not be parsed ({error.detail}).") from None
 
 
-def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool) -> tuple[Image.Image, Optional[Image.Image], InpaintSettings]:
-    """Everything checked before the job may queue: settings, images (limits first), then the CLI's own checks."""
+def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool) -> tuple[np.ndarray, np.ndarray, InpaintSettings]:
+    """Everything checked before the job may queue: settings, images (limits first), then the CLI's own checks.
+
+    Returns the pixels and mask as the CLI loads them, so the model's thread does not decode them again."""
     settings = settings_from_form(form)
     if settings.num_images > config.max_images:
         raise ServiceError(422, f"This service makes at most {config.max_images} images per request, got num_images {settings.num_images}.")
@@ -200,11 +203,11 @@ def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, 
     if inpainter is None or worker.state != "ready":
         raise not_ready(worker)
     try:
-        load_image_and_mask(image, mask)  # mask size, alpha as the mask: the CLI's checks and messages
+        pixels, mask_values = load_image_and_mask(image, mask)  # mask size, alpha as the mask: the CLI's checks and messages
         inpainter.check(settings)  # a method or scheduler this model cannot run
     except InputError as error:
         raise ServiceError(422, str(error)) from None
-    return image, mask, settings
+    return pixels, mask_values, settings
 
 
 def not_ready(worker: InferenceWorker) -> ServiceError:

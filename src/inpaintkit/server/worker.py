@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Optional
 
 import torch
-from PIL import Image
+import numpy as np
 
 from ..errors import Cancelled, InputError, first_line
 from ..inpainter import Inpainter
@@ -26,8 +26,8 @@ STOP = None  # put on the queue to end the worker thread
 class Job:
     """One request's work. Created on the event loop; the worker settles its future through the loop."""
 
-    def __init__(self, image: Image.Image, mask: Optional[Image.Image], settings: InpaintSettings, deadline: float, timeout: float):
-        self.image, self.mask, self.settings = image, mask, settings
+    def __init__(self, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, deadline: float, timeout: float):
+        self.pixels, self.mask, self.settings = pixels, mask, settings  # as io.load_image_and_mask returns them
         self.deadline, self.timeout = deadline, timeout
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future = self.loop.create_future()
@@ -176,7 +176,7 @@ class InferenceWorker:
         job.started_at = time.monotonic()
         out_of_memory = False
         try:
-            images = self.inpainter.run(job.image, job.mask, job.settings, callback=lambda *_: job.keep_going())
+            images = self.inpainter.run(job.pixels, job.mask, job.settings, callback=lambda *_: job.keep_going())
         except Cancelled:
             error = job.stopped_error()
         except (torch.OutOfMemoryError, MemoryError):
