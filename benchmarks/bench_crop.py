@@ -43,9 +43,17 @@ def main() -> None:
 
     photo, photo_mask = picture(4096, 3072), centred_mask(4096, 3072, 256)
     jobs = {
-        f"{native}x{native}, {native // 2}x{native // 2} mask, whole image": (picture(native, native), centred_mask(native, native, native // 2), {}),
+        f"{native}x{native}, {native // 2}x{native // 2} mask, whole image": (
+            picture(native, native),
+            centred_mask(native, native, native // 2),
+            {},
+        ),
         "4096x3072, 256x256 mask, --crop-padding 32": (photo, photo_mask, {"crop_padding": 32}),
-        "the same, --mask-blur 8 --color-match": (photo, photo_mask, {"crop_padding": 32, "mask_blur": 8, "color_match": True}),
+        "the same, --mask-blur 8 --color-match": (
+            photo,
+            photo_mask,
+            {"crop_padding": 32, "mask_blur": 8, "color_match": True},
+        ),
     }
     times = {name: [] for name in jobs}
     for _ in range(arguments.repeats):
@@ -54,9 +62,14 @@ def main() -> None:
             inpainter(pixels, mask, "a red bicycle", steps=arguments.steps, seed=0, **options)
             times[name].append(time.perf_counter() - start)
 
-    print(f"# crop-to-mask, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {arguments.device}")
-    print(f"# arch {arguments.arch} (random weights), {arguments.steps} steps, guidance 7.5, median of {arguments.repeats}")
+    print(
+        f"# crop-to-mask, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, device {arguments.device}"
+    )
+    print(
+        f"# arch {arguments.arch} (random weights), {arguments.steps} steps, guidance 7.5, median of "
+        f"{arguments.repeats}"
+    )
     medians = {name: statistics.median(values) for name, values in times.items()}
     baseline = next(iter(medians.values()))
     print("| job | median s/image | ratio to the first | every run (s) |")

@@ -40,15 +40,27 @@ PROMPT, NEGATIVE, SEED, GUIDANCE = "a red bicycle", "blurry", 0, 7.5
 def diffusers_job(folder: Path, device: str, dtype: torch.dtype, size: int, steps: int) -> Callable[[], None]:
     from diffusers import StableDiffusionInpaintPipeline
 
-    pipeline = StableDiffusionInpaintPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    pipeline = StableDiffusionInpaintPipeline.from_pretrained(
+        folder, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
     pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
     image, mask = Image.fromarray(picture(size, size)), Image.fromarray(centred_mask(size, size, size // 2))
 
     def run() -> None:
         generator = torch.Generator("cpu").manual_seed(SEED)
-        pipeline(PROMPT, image=image, mask_image=mask, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=GUIDANCE,
-                 height=size, width=size, generator=generator, output_type="np")
+        pipeline(
+            PROMPT,
+            image=image,
+            mask_image=mask,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=GUIDANCE,
+            height=size,
+            width=size,
+            generator=generator,
+            output_type="np",
+        )
 
     return run
 
@@ -57,7 +69,9 @@ def inpaintkit_job(inpainter: Inpainter, method: str, size: int, steps: int) -> 
     image, mask = picture(size, size), centred_mask(size, size, size // 2)
 
     def run() -> None:
-        inpainter(image, mask, PROMPT, negative_prompt=NEGATIVE, method=method, steps=steps, guidance=GUIDANCE, seed=SEED)
+        inpainter(
+            image, mask, PROMPT, negative_prompt=NEGATIVE, method=method, steps=steps, guidance=GUIDANCE, seed=SEED
+        )
 
     return run
 
@@ -77,7 +91,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
-    parser.add_argument("--compile", action="store_true", help="also time inpaintkit native with a torch.compile'd UNet")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time inpaintkit native with a torch.compile'd UNet"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "inpaintkit-bench")
     arguments = parser.parse_args()
 
@@ -101,7 +117,10 @@ def main() -> None:
             pairs.append(("inpaintkit native --compile", theirs))  # compared with the same diffusers runs
 
     first_call = {}
-    for name, job in jobs.items():  # warm-up: first-call allocations, kernel selection and compilation are not what we measure
+    for (
+        name,
+        job,
+    ) in jobs.items():  # warm-up: first-call allocations, kernel selection and compilation are not what we measure
         first_call[name] = timed(job, device)[0]
     seconds: dict[str, list[float]] = {name: [] for name in jobs}
     memory: dict[str, list[float]] = {name: [] for name in jobs}
@@ -112,11 +131,18 @@ def main() -> None:
             memory[name].append(peak)
 
     memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process"
-    print(f"# bench_engine, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
-          f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads")
-    print(f"# arch {arguments.arch} (random weights), {size}x{size}, {arguments.steps} steps, guidance {GUIDANCE} (CFG), "
-          f"{str(dtype).removeprefix('torch.')}, median of {arguments.repeats} after a warm-up")
-    print(f"| job | median s/image | ratio inpaintkit/diffusers | s per UNet step | peak memory MB ({memory_kind}) | every run (s) |")
+    print(
+        f"# bench_engine, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
+        f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"# arch {arguments.arch} (random weights), {size}x{size}, {arguments.steps} steps, guidance {GUIDANCE} (CFG), "
+        f"{str(dtype).removeprefix('torch.')}, median of {arguments.repeats} after a warm-up"
+    )
+    print(
+        f"| job | median s/image | ratio inpaintkit/diffusers | s per UNet step | peak memory MB ({memory_kind}) | "
+        "every run (s) |"
+    )
     print("|---|---|---|---|---|---|")
     printed = set()
     for ours, theirs in pairs:
@@ -127,10 +153,15 @@ def main() -> None:
             median = statistics.median(seconds[name])
             ratio = f"{median / statistics.median(seconds[theirs]):.3f}" if name == ours else ""
             runs = ", ".join(f"{value:.3f}" for value in seconds[name])
-            print(f"| {name} | {median:.3f} | {ratio} | {median / arguments.steps:.4f} | {max(memory[name]):.0f} | {runs} |")
+            print(
+                f"| {name} | {median:.3f} | {ratio} | {median / arguments.steps:.4f} | {max(memory[name]):.0f} | "
+                f"{runs} |"
+            )
     if arguments.compile:
         name = "inpaintkit native --compile"
-        print(f"\ncompile time (first call minus the median): {first_call[name] - statistics.median(seconds[name]):.1f} s")
+        print(
+            f"\ncompile time (first call minus the median): {first_call[name] - statistics.median(seconds[name]):.1f} s"
+        )
 
 
 def _machine(device: torch.device) -> str:

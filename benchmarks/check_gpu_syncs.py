@@ -29,13 +29,21 @@ from inpaintkit import Inpainter  # noqa: E402
 from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
 
 JOBS = [  # (UNet channels, method, scheduler, options)
-    (9, "native", "default", {}), (9, "native", "ddim", {}), (9, "native", "dpm++2m", {}), (9, "native", "euler", {}),
-    (4, "blend", "default", {}), (4, "bld", "ddim", {"reconstruct": "none"}), (4, "soft", "default", {}),
-    (4, "repaint", "ddim", {"jump_length": 2, "jump_n_sample": 2}), (4, "tdpaint", "default", {}),
+    (9, "native", "default", {}),
+    (9, "native", "ddim", {}),
+    (9, "native", "dpm++2m", {}),
+    (9, "native", "euler", {}),
+    (4, "blend", "default", {}),
+    (4, "bld", "ddim", {"reconstruct": "none"}),
+    (4, "soft", "default", {}),
+    (4, "repaint", "ddim", {"jump_length": 2, "jump_n_sample": 2}),
+    (4, "tdpaint", "default", {}),
 ]
 
 
-def count_syncs(inpainter: Inpainter, size: int, steps: int, method: str, scheduler: str, options: dict) -> collections.Counter:
+def count_syncs(
+    inpainter: Inpainter, size: int, steps: int, method: str, scheduler: str, options: dict
+) -> collections.Counter:
     lines: collections.Counter = collections.Counter()
 
     def watch(step: int, total: int, latents: torch.Tensor) -> None:
@@ -43,15 +51,28 @@ def count_syncs(inpainter: Inpainter, size: int, steps: int, method: str, schedu
 
     def attribute(message, category, filename, lineno, file=None, line=None):
         """Called as the warning is raised, so the stack still shows who synchronised."""
-        caller = next(f for f in reversed(traceback.extract_stack()[:-1]) if "/torch/" not in f.filename and "/warnings" not in f.filename)
+        caller = next(
+            f
+            for f in reversed(traceback.extract_stack()[:-1])
+            if "/torch/" not in f.filename and "/warnings" not in f.filename
+        )
         lines[f"{caller.filename.rsplit('/', 1)[-1]}:{caller.lineno}: {caller.line}"] += 1
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = attribute  # restored by catch_warnings
         try:
-            inpainter(picture(size, size), centred_mask(size, size, size // 2), "a red bicycle", method=method, scheduler=scheduler, steps=steps,
-                      seed=0, callback=watch, **options)
+            inpainter(
+                picture(size, size),
+                centred_mask(size, size, size // 2),
+                "a red bicycle",
+                method=method,
+                scheduler=scheduler,
+                steps=steps,
+                seed=0,
+                callback=watch,
+                **options,
+            )
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return lines
@@ -68,7 +89,12 @@ def main() -> None:
         sys.exit("check_gpu_syncs.py needs a CUDA GPU; on a CPU run tests/test_host_reads.py.")
     size = arguments.size or (512 if arguments.arch == "sd15" else 64)
     with tempfile.TemporaryDirectory() as root:
-        inpainters = {c: Inpainter.from_pretrained(model_folder(Path(root), arguments.arch, c), device="cuda", dtype=arguments.dtype) for c in (9, 4)}
+        inpainters = {
+            c: Inpainter.from_pretrained(
+                model_folder(Path(root), arguments.arch, c), device="cuda", dtype=arguments.dtype
+            )
+            for c in (9, 4)
+        }
         print(f"| job | syncs in steps 2..{arguments.steps} | where |\n|---|---|---|")
         for channels, method, scheduler, options in JOBS:
             lines = count_syncs(inpainters[channels], size, arguments.steps, method, scheduler, options)

@@ -21,7 +21,9 @@ def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
     if (folder / "model_index.json").is_file():
         return folder
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, in_channels=unet_in_channels, cross_attention_dim=768)  # defaults = SD 1.x
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=unet_in_channels, cross_attention_dim=768
+    )  # defaults = SD 1.x
     vae = AutoencoderKL(
         block_out_channels=(128, 256, 512, 512),
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -32,8 +34,17 @@ def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
         scaling_factor=0.18215,
     )
     vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-        max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+    )
     return save_untrained_model(folder, unet, vae, text_encoder)

@@ -48,7 +48,9 @@ def tiny4_vpred(tmp_path_factory):
     """A 4-channel tiny model whose scheduler predicts v (as SD 2.x 768 does)."""
     from inpaintkit.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny4v", unet_in_channels=4, prediction_type="v_prediction")
+    return make_tiny_model(
+        tmp_path_factory.mktemp("models") / "tiny4v", unet_in_channels=4, prediction_type="v_prediction"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +71,9 @@ def gradient_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A deterministic RGB test picture: smooth gradients plus a little texture."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    picture = np.stack([x / max(width - 1, 1), y / max(height - 1, 1), (x + y) / max(width + height - 2, 1)], axis=2) * 200
+    picture = (
+        np.stack([x / max(width - 1, 1), y / max(height - 1, 1), (x + y) / max(width + height - 2, 1)], axis=2) * 200
+    )
     picture += rng.integers(0, 56, size=picture.shape)
     return picture.astype(np.uint8)
 

@@ -75,7 +75,23 @@ def test_offload_without_a_gpu_is_one_sentence_before_loading(tmp_path, capsys):
 
     Image.fromarray(gradient_image(32, 32)).save(image)
     Image.fromarray(box_mask(32, 32, (8, 8, 16, 16))).save(tmp_path / "mask.png")
-    code, _, err = run_cli(["run", "--image", image, "--mask", tmp_path / "mask.png", "--output", tmp_path / "out.png", "--model", tmp_path / "nowhere", "--device", "cpu", "--offload"], capsys)
+    code, _, err = run_cli(
+        [
+            "run",
+            "--image",
+            image,
+            "--mask",
+            tmp_path / "mask.png",
+            "--output",
+            tmp_path / "out.png",
+            "--model",
+            tmp_path / "nowhere",
+            "--device",
+            "cpu",
+            "--offload",
+        ],
+        capsys,
+    )
     assert_one_line_error(code, err, "--offload moves each model to the GPU only while it runs; it needs --device cuda")
 
 

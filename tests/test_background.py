@@ -13,7 +13,9 @@ from .helpers import distance_to_nearest
 WIDTH, HEIGHT = 64, 48
 
 
-@pytest.mark.parametrize("fixture, method", [("inpainter9", "native"), ("inpainter4", "blend"), ("inpainter9", "blend")])
+@pytest.mark.parametrize(
+    "fixture, method", [("inpainter9", "native"), ("inpainter4", "blend"), ("inpainter9", "blend")]
+)
 @pytest.mark.parametrize("grow_px, blur_px", [(0, 0), (3, 0), (0, 4), (2, 5), (-2, 3)])
 def test_outside_mask_and_band_is_identical(request, fixture, method, grow_px, blur_px):
     inpainter = request.getfixturevalue(fixture)

@@ -38,8 +38,26 @@ def write_dataset(folder: Path) -> Path:
 
 def bench_args(dataset: Path, dst: Path, model: Path, clip: Path, *extra) -> list:
     return [
-        "bench", "--pipeline", "blend,native", "--src", dataset, "--dst", dst, "--model", model, "--device", "cpu",
-        "--steps", "2", "--metric", "--clip-model", clip, "--kid-features", "clip", "--quiet", *extra,
+        "bench",
+        "--pipeline",
+        "blend,native",
+        "--src",
+        dataset,
+        "--dst",
+        dst,
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--metric",
+        "--clip-model",
+        clip,
+        "--kid-features",
+        "clip",
+        "--quiet",
+        *extra,
     ]
 
 
@@ -55,6 +73,7 @@ def finished(tmp_path_factory, tiny9, tiny_clip):
     dataset = write_dataset(root / "dataset")
     dst = root / "results"
     from _pytest.capture import CaptureFixture  # noqa: F401  (run_cli needs capsys; call main directly instead)
+
     from inpaintkit.cli import main
 
     assert main([str(arg) for arg in bench_args(dataset, dst, tiny9, tiny_clip)]) == 0
@@ -187,7 +206,9 @@ def test_resuming_after_an_interruption_gives_the_same_metrics(tmp_path, tiny9, 
     timing = ("seconds", "peak_memory_mb")  # measured, so they differ between two runs
 
     def without_timing(rows):
-        return {key: {column: value for column, value in row.items() if column not in timing} for key, row in rows.items()}
+        return {
+            key: {column: value for column, value in row.items() if column not in timing} for key, row in rows.items()
+        }
 
     assert without_timing(resumed) == without_timing(reference)
 
@@ -226,7 +247,20 @@ def test_metrics_scores_outputs_made_elsewhere(finished, tmp_path, tiny_clip, ca
     dataset, dst = finished
     scored = tmp_path / "scored"
     code, out, err = run_cli(
-        ["metrics", "--src", dataset, "--pred", dst, "--dst", scored, "--clip-model", tiny_clip, "--kid-features", "clip"], capsys
+        [
+            "metrics",
+            "--src",
+            dataset,
+            "--pred",
+            dst,
+            "--dst",
+            scored,
+            "--clip-model",
+            tiny_clip,
+            "--kid-features",
+            "clip",
+        ],
+        capsys,
     )
     assert code == 0, err
     assert f"{scored / 'report.md'}\t3 samples, 1 skipped" in out
@@ -298,7 +332,10 @@ def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys)
     Image.new("L", (32, 32), 255).save(dataset / "small.mask.png")
     (dataset / "prompts.jsonl").write_text("\n".join(lines) + "\n")
     dst = tmp_path / "results"
-    code, _, err = run_cli(["bench", "--method", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["bench", "--method", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["b.png", "first.png"]
     reasons = [skip["reason"] for skip in json.loads((dst / "summary.json").read_text())["skipped"]]
@@ -314,7 +351,9 @@ def test_listing_with_a_bad_line_skips_only_that_sample(tmp_path, tiny9, capsys)
 def test_a_csv_listing_without_the_needed_columns_is_refused(tmp_path, tiny9, capsys):
     listing = tmp_path / "prompts.csv"
     listing.write_text("picture,prompt\na.png,cat\n")
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", listing, "--dst", tmp_path / "out", "--model", tiny9], capsys)
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", listing, "--dst", tmp_path / "out", "--model", tiny9], capsys
+    )
     assert_one_line_error(code, err, "needs a header with columns image, mask, prompt")
 
 
@@ -329,11 +368,18 @@ def test_a_sample_that_runs_out_of_memory_is_skipped_and_the_run_goes_on(tmp_pat
 
     monkeypatch.setattr(Inpainter, "run", run_out_of_memory_on_b)
     dst = tmp_path / "results"
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"],
+        capsys,
+    )
     assert code == 0, err
     assert sorted(path.name for path in (dst / "blend").glob("*.png")) == ["a.png", "c.png"]
     skipped = json.loads((dst / "summary.json").read_text())["skipped"]
-    assert {"sample": "b", "method": "blend", "reason": "out of memory (try --crop-padding or a smaller image)"} in skipped
+    assert {
+        "sample": "b",
+        "method": "blend",
+        "reason": "out of memory (try --crop-padding or a smaller image)",
+    } in skipped
 
 
 def test_an_interrupted_overwrite_resumed_remakes_every_old_output(tmp_path, tiny9, capsys, monkeypatch):
@@ -386,7 +432,10 @@ def test_folder_oddities_are_reported_per_sample(tmp_path, tiny9, capsys):
     Image.fromarray(gradient_image(SIZE, SIZE, seed=6)).save(dataset / f"{long_name}.png")
     Image.fromarray(box_mask(SIZE, SIZE, (8, 8, 30, 30))).save(dataset / f"{long_name}.mask.png")
     dst = tmp_path / "results"
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"],
+        capsys,
+    )
     assert code == 0, err
     reasons = {skip["sample"]: skip["reason"] for skip in json.loads((dst / "summary.json").read_text())["skipped"]}
     assert reasons["a.png"] == "a.png: another image is also named a"  # a.jpg sorts first and is the sample a
@@ -399,47 +448,70 @@ def test_a_csv_listing_saved_with_a_byte_order_mark_is_read(tmp_path, tiny9, cap
     dataset = write_dataset(tmp_path / "dataset")
     (dataset / "prompts.csv").write_text("image,mask,prompt\na.png,a.mask.png,a cat\n", encoding="utf-8-sig")
     dst = tmp_path / "results"
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"], capsys)
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny9, "--steps", "1", "--quiet"],
+        capsys,
+    )
     assert code == 0, err
     assert [path.name for path in (dst / "blend").glob("*.png")] == ["a.png"]
 
 
 def test_metrics_with_a_mistyped_method_folder_is_refused(finished, tmp_path, capsys):
     dataset, dst = finished
-    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--method", "blnd", "--dst", tmp_path / "m"], capsys)
+    code, _, err = run_cli(
+        ["metrics", "--src", dataset, "--pred", dst, "--method", "blnd", "--dst", tmp_path / "m"], capsys
+    )
     assert_one_line_error(code, err, f"No prediction folder {dst / 'blnd'}; --method names subfolders of --pred")
 
 
 def test_metrics_on_an_unknown_device_is_one_sentence(finished, tmp_path, capsys):
     dataset, dst = finished
-    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m", "--device", "gpu"], capsys)
+    code, _, err = run_cli(
+        ["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m", "--device", "gpu"], capsys
+    )
     assert_one_line_error(code, err, "Unknown device 'gpu'; use auto, cpu or cuda.")
 
 
 def test_metrics_errors_name_the_flag_the_user_gave(finished, tmp_path, capsys):
     dataset, dst = finished
-    code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--method", "blend,blend", "--dst", tmp_path / "m"], capsys)
+    code, _, err = run_cli(
+        ["metrics", "--src", dataset, "--pred", dst, "--method", "blend,blend", "--dst", tmp_path / "m"], capsys
+    )
     assert_one_line_error(code, err, "--method names blend more than once.")
 
 
 @pytest.mark.parametrize("command", ["metrics", "bench"])
-def test_scoring_without_the_eval_extra_is_refused_before_any_work(finished, tmp_path, tiny9, tiny_clip, capsys, monkeypatch, command):
+def test_scoring_without_the_eval_extra_is_refused_before_any_work(
+    finished, tmp_path, tiny9, tiny_clip, capsys, monkeypatch, command
+):
     import importlib.util
 
     dataset, dst = finished
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "torchmetrics" else real_find_spec(name, *args))
-    args = (["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m"] if command == "metrics"
-            else bench_args(dataset, tmp_path / "out", tiny9, tiny_clip))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "torchmetrics" else real_find_spec(name, *args)
+    )
+    args = (
+        ["metrics", "--src", dataset, "--pred", dst, "--dst", tmp_path / "m"]
+        if command == "metrics"
+        else bench_args(dataset, tmp_path / "out", tiny9, tiny_clip)
+    )
     code, _, err = run_cli(args, capsys)
-    assert_one_line_error(code, err, "Scoring needs torchmetrics, which is not installed: pip install 'inpaintkit[eval]'.")
+    assert_one_line_error(
+        code, err, "Scoring needs torchmetrics, which is not installed: pip install 'inpaintkit[eval]'."
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "m").exists()  # refused before any work
 
 
 def test_an_unreadable_csv_listing_is_one_sentence(tmp_path, tiny9, capsys):
     dataset = write_dataset(tmp_path / "dataset")
-    (dataset / "prompts.csv").write_text('image,mask,prompt\na.png,a.mask.png,"' + "x" * 200_000 + '"\n', encoding="utf-8")
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset / "prompts.csv", "--dst", tmp_path / "out", "--model", tiny9], capsys)
+    (dataset / "prompts.csv").write_text(
+        'image,mask,prompt\na.png,a.mask.png,"' + "x" * 200_000 + '"\n', encoding="utf-8"
+    )
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", dataset / "prompts.csv", "--dst", tmp_path / "out", "--model", tiny9],
+        capsys,
+    )
     assert_one_line_error(code, err, "prompts.csv is not a readable CSV (line")
 
 
@@ -447,8 +519,22 @@ def test_a_listing_row_without_an_image_is_reported_as_such(tmp_path, tiny9, cap
     dataset = write_dataset(tmp_path / "dataset")
     rows = [{"image": "a.png", "mask": "a.mask.png", "prompt": "x"}, {"mask": "b.mask.png"}, {"mask": "c.mask.png"}]
     (dataset / "prompts.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    code, _, err = run_cli(["bench", "--pipeline", "blend", "--src", dataset / "prompts.jsonl", "--dst", tmp_path / "out",
-                            "--model", tiny9, "--steps", "1"], capsys)
+    code, _, err = run_cli(
+        [
+            "bench",
+            "--pipeline",
+            "blend",
+            "--src",
+            dataset / "prompts.jsonl",
+            "--dst",
+            tmp_path / "out",
+            "--model",
+            tiny9,
+            "--steps",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     # not "sample name 'dataset' is used twice": an empty image path once named the row after the listing's folder
     assert "prompts.jsonl line 2: no image given" in err and "prompts.jsonl line 3: no image given" in err

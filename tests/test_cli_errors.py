@@ -127,7 +127,10 @@ def test_existing_output_is_kept(photo, tmp_path, tiny9, capsys):
 
 @pytest.mark.parametrize(
     "output, phrase",
-    [("out.jpg", "must end in .png"), ("missing-folder/out.png", "Output folder"), ],
+    [
+        ("out.jpg", "must end in .png"),
+        ("missing-folder/out.png", "Output folder"),
+    ],
 )
 def test_bad_output_paths(output, phrase, photo, tmp_path, tiny9, capsys):
     image, mask = photo
@@ -172,7 +175,10 @@ def test_sdxl_folder_is_refused(photo, tmp_path, capsys):
     image, mask = photo
     sdxl = tmp_path / "sdxl"
     sdxl.mkdir()
-    (sdxl / "model_index.json").write_text('{"_class_name": "StableDiffusionXLPipeline", "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}')
+    (sdxl / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionXLPipeline", '
+        '"text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}'
+    )
     code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", sdxl), capsys)
     assert_one_line_error(code, err, "SDXL-style model")
 
@@ -194,8 +200,21 @@ def test_make_tiny_model_refuses_a_non_empty_folder(tmp_path, capsys):
 def test_installed_entry_point_reports_without_traceback(tmp_path):
     """The real `inpaintkit` executable: exit code 2 and one line, as a user sees it."""
     result = subprocess.run(
-        [sys.executable, "-m", "inpaintkit.cli", "run", "--image", tmp_path / "none.png", "--mask", tmp_path / "m.png", "--output", tmp_path / "o.png"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "inpaintkit.cli",
+            "run",
+            "--image",
+            tmp_path / "none.png",
+            "--mask",
+            tmp_path / "m.png",
+            "--output",
+            tmp_path / "o.png",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert_one_line_error(result.returncode, result.stderr, "does not exist")
 
@@ -203,12 +222,18 @@ def test_installed_entry_point_reports_without_traceback(tmp_path):
 @pytest.mark.parametrize(
     "extra, phrase",
     [
-        (["--method", "bld", "--mask-dilation-iterations", "-1"], "--mask-dilation-iterations must be 0 or more, got -1"),
+        (
+            ["--method", "bld", "--mask-dilation-iterations", "-1"],
+            "--mask-dilation-iterations must be 0 or more, got -1",
+        ),
         (["--method", "bld", "--mask-dilation-iterations", "5", "--steps", "4"], "needs at least 6 steps to run"),
         (["--method", "bld", "--blend-start", "1.0"], "--blend-start must be in [0, 1), got 1.0"),
         (["--method", "bld", "--strength", "0.5"], "--strength does not apply"),
         (["--method", "bld", "--reconstruct", "magic"], "argument --reconstruct: invalid choice: 'magic'"),
-        (["--method", "repaint", "--jump-length", "20", "--steps", "10"], "--jump-length 20 is larger than the 10 steps that run"),
+        (
+            ["--method", "repaint", "--jump-length", "20", "--steps", "10"],
+            "--jump-length 20 is larger than the 10 steps that run",
+        ),
         (["--method", "repaint", "--jump-n-sample", "0"], "--jump-length and --jump-n-sample must be at least 1"),
         (["--method", "repaint", "--jump-length", "1", "--scheduler", "euler"], "use --scheduler ddim, not euler"),
         (["--method", "tdpaint", "--known-t", "1000"], "--known-t must be a training timestep in [0, 1000), got 1000"),

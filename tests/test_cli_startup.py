@@ -19,7 +19,9 @@ HEAVY_MODULES = ("torch", "diffusers", "transformers", "numpy", "PIL", "cv2")
 
 
 def run_in_fresh_interpreter(argv: list[str]) -> tuple[int, list[str], str]:
-    """Run cli.main(ARGV) in a new Python (the test process has torch loaded already): (exit code, heavy modules loaded, stderr)."""
+    """Run cli.main(ARGV) in a new Python (the test process has torch loaded already): (exit code, heavy modules
+    loaded, stderr).
+    """
     script = textwrap.dedent(f"""
         import json, sys
         from inpaintkit.cli import main
@@ -65,13 +67,19 @@ def test_importing_the_package_imports_no_heavy_library():
 
 def test_public_names_are_unchanged():
     import inpaintkit
-    from inpaintkit import Cancelled, InpaintSettings, Inpainter, InputError
-    from inpaintkit.errors import Cancelled as errors_cancelled, InputError as errors_input_error
+    from inpaintkit import Cancelled, Inpainter, InpaintSettings, InputError
+    from inpaintkit.errors import Cancelled as errors_cancelled
+    from inpaintkit.errors import InputError as errors_input_error
     from inpaintkit.inpainter import Inpainter as inpainter_class
     from inpaintkit.settings import InpaintSettings as settings_class
 
     assert inpaintkit.__all__ == ["Cancelled", "Inpainter", "InpaintSettings", "InputError", "__version__"]
-    assert (Inpainter, InpaintSettings, InputError, Cancelled) == (inpainter_class, settings_class, errors_input_error, errors_cancelled)
+    assert (Inpainter, InpaintSettings, InputError, Cancelled) == (
+        inpainter_class,
+        settings_class,
+        errors_input_error,
+        errors_cancelled,
+    )
     assert isinstance(inpaintkit.__version__, str)
     star: dict = {}
     exec("from inpaintkit import *", star)

@@ -72,6 +72,7 @@ def assert_identical(actual: np.ndarray, expected: np.ndarray) -> None:
 
 # -- the maps -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", list(MASKS))
 @pytest.mark.parametrize("soft", [False, True], ids=["binary", "soft"])
 @pytest.mark.parametrize("grow_pixels, blur_pixels", [(0, 0), (0, 6), (4, 3), (-2, 5), (-30, 2), (25, 0), (7, 40)])
@@ -85,11 +86,14 @@ def test_mask_regions_equal_the_whole_image_maps(name, soft, grow_pixels, blur_p
     if change is not None:
         assert_identical(regions.change, change)
     rows, columns = np.nonzero(weight > 0)
-    expected_box = None if rows.size == 0 else (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+    expected_box = (
+        None if rows.size == 0 else (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+    )
     assert regions.box == expected_box
 
 
 # -- the fill -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("how", FILLS)
 @pytest.mark.parametrize("name", ["middle", "top-left corner", "right edge", "speckle", "everything", "nothing"])
@@ -101,13 +105,19 @@ def test_fill_window_is_the_whole_image_fill_cut_to_the_box(how, name):
         if rows.size == 0:
             box = (slice(50, 80), slice(60, 100))
         else:
-            box = (slice(max(rows.min() - margin, 0), rows.max() + 1 + margin), slice(max(columns.min() - margin, 0), columns.max() + 1 + margin))
+            box = (
+                slice(max(rows.min() - margin, 0), rows.max() + 1 + margin),
+                slice(max(columns.min() - margin, 0), columns.max() + 1 + margin),
+            )
         assert_identical(fill_window(pixels, mask, how, 5, box), fill_masked(pixels, mask, how, seed=5)[box])
 
 
 # -- whole jobs -----------------------------------------------------------------------------------
 
-def whole_image_crop_job(inpainter: Inpainter, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, engine_calls):
+
+def whole_image_crop_job(
+    inpainter: Inpainter, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, engine_calls
+):
     """The crop path with every map, fill and finishing step over the whole image.
 
     The model's outputs are the ones the job under test got; its inputs must be the same too."""
@@ -157,10 +167,16 @@ JOBS = {
     "no paste-back": ("speckle", dict(crop_padding=6, paste_back=False, color_match=True, mask_blur=3)),
     "two images": ("middle", dict(crop_padding=10, num_images=2, mask_blur=4, color_match=True)),
     "soft": ("grey blobs", dict(crop_padding=10, method="soft", mask_blur=5, mask_grow=2)),
-    "soft, no paste-back": ("grey blobs", dict(crop_padding=0, method="soft", mask_blur=4, paste_back=False, color_match=True)),
+    "soft, no paste-back": (
+        "grey blobs",
+        dict(crop_padding=0, method="soft", mask_blur=4, paste_back=False, color_match=True),
+    ),
     "bld pixel": ("middle", dict(crop_padding=8, method="bld", reconstruct="pixel", mask_blur=2, num_images=2)),
     "bld poisson": ("top-left corner", dict(crop_padding=0, method="bld", reconstruct="poisson")),
-    "bld poisson, no paste-back": ("speckle", dict(crop_padding=5, method="bld", reconstruct="poisson", paste_back=False, color_match=True)),
+    "bld poisson, no paste-back": (
+        "speckle",
+        dict(crop_padding=5, method="bld", reconstruct="poisson", paste_back=False, color_match=True),
+    ),
     "bld optimize": ("right edge", dict(crop_padding=8, method="bld", mask_blur=3)),
     "whole image masked": ("everything", dict(crop_padding=4, color_match=True, mask_blur=2)),
 }
@@ -180,7 +196,9 @@ def test_crop_job_equals_the_whole_image_computation(job, inpainter4, engine_cal
 
 def test_native_crop_job_equals_the_whole_image_computation(inpainter9, engine_calls):
     pixels = gradient_image(WIDTH, HEIGHT, seed=32)
-    settings = InpaintSettings.from_options(prompt="x", steps=2, seed=8, crop_padding=6, mask_blur=3, color_match=True, num_images=2)
+    settings = InpaintSettings.from_options(
+        prompt="x", steps=2, seed=8, crop_padding=6, mask_blur=3, color_match=True, num_images=2
+    )
     outputs = inpainter9.run(pixels, MASKS["speckle"], settings)
     expected = whole_image_crop_job(inpainter9, *load_image_and_mask(pixels, MASKS["speckle"]), settings, engine_calls)
     assert len(outputs) == len(expected) == settings.num_images

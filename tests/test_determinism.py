@@ -20,8 +20,22 @@ def files(tmp_path):
 
 
 def cli_run(files, model, output, capsys, *extra):
-    args = ["run", "--image", files / "in.png", "--mask", files / "mask.png", "--prompt", "a lamp",
-            "--model", model, "--steps", "4", "--output", files / output, *extra]
+    args = [
+        "run",
+        "--image",
+        files / "in.png",
+        "--mask",
+        files / "mask.png",
+        "--prompt",
+        "a lamp",
+        "--model",
+        model,
+        "--steps",
+        "4",
+        "--output",
+        files / output,
+        *extra,
+    ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     return out
@@ -43,9 +57,20 @@ def test_random_seed_is_printed_stored_and_reproduces(files, tiny9, capsys):
     parameters = read_png_parameters(files / "random.png")
     assert out.strip() == f"{files / 'random.png'}\tseed {parameters['seed']}"
     assert parameters | {"seed": None} == parameters | {
-        "prompt": "a lamp", "negative_prompt": "", "method": "native", "model": str(tiny9), "steps": 4,
-        "guidance": 7.5, "strength": 1.0, "scheduler": "default", "num_images": 1, "mask_grow": 0,
-        "mask_blur": 0, "paste_back": True, "model_untrained": True, "seed": None,
+        "prompt": "a lamp",
+        "negative_prompt": "",
+        "method": "native",
+        "model": str(tiny9),
+        "steps": 4,
+        "guidance": 7.5,
+        "strength": 1.0,
+        "scheduler": "default",
+        "num_images": 1,
+        "mask_grow": 0,
+        "mask_blur": 0,
+        "paste_back": True,
+        "model_untrained": True,
+        "seed": None,
     }
     cli_run(files, tiny9, "again.png", capsys, "--seed", str(parameters["seed"]))
     assert np.array_equal(np.asarray(Image.open(files / "random.png")), np.asarray(Image.open(files / "again.png")))
@@ -66,7 +91,9 @@ def test_callback_sees_every_step_and_can_stop(inpainter9):
 
     pixels, mask = gradient_image(32, 32), box_mask(32, 32, (8, 8, 24, 24))
     seen = []
-    inpainter9(pixels, mask, "x", steps=5, scheduler="ddim", seed=1, callback=lambda i, total, latents: seen.append((i, total)))
+    inpainter9(
+        pixels, mask, "x", steps=5, scheduler="ddim", seed=1, callback=lambda i, total, latents: seen.append((i, total))
+    )
     assert seen == [(i, 5) for i in range(5)]
     with pytest.raises(Cancelled):
         inpainter9(pixels, mask, "x", steps=5, scheduler="ddim", seed=1, callback=lambda i, total, latents: i < 2)

@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inpaintkit import Inpainter, InputError
-from inpaintkit import devices
+from inpaintkit import Inpainter, InputError, devices
 from inpaintkit.devices import cpu_quota, limit_cpu_threads, resolve_dtype
 from inpaintkit.io import read_png_parameters
 
@@ -37,7 +36,8 @@ def test_auto_dtype_is_fp16_on_cuda_and_explicit_dtypes_are_kept(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "avx512_bf16, amx, expected", [(True, False, True), (False, True, True), (False, False, False)],
+    "avx512_bf16, amx, expected",
+    [(True, False, True), (False, True, True), (False, False, False)],
 )
 def test_fast_bf16_means_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, expected):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
@@ -77,8 +77,21 @@ def test_the_cli_default_on_this_machine_records_the_dtype_it_chose(tmp_path, ti
     pixels, mask = gradient_image(48, 40), box_mask(48, 40, (10, 8, 30, 28))
     Image.fromarray(pixels).save(tmp_path / "in.png")
     Image.fromarray(mask).save(tmp_path / "mask.png")  # box_mask is already 0/255
-    args = ["run", "--image", tmp_path / "in.png", "--mask", tmp_path / "mask.png", "--model", tiny9, "--steps", "2",
-            "--device", "cpu", "--output", tmp_path / "out.png"]
+    args = [
+        "run",
+        "--image",
+        tmp_path / "in.png",
+        "--mask",
+        tmp_path / "mask.png",
+        "--model",
+        tiny9,
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--output",
+        tmp_path / "out.png",
+    ]
     result = run_cli_subprocess(args, tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     expected = "bfloat16" if real_cpu_has_fast_bf16() else "float32"

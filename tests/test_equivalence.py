@@ -36,7 +36,9 @@ REFERENCE_SCHEDULERS = {
     "ddim": lambda config: DDIMScheduler.from_config(config),
     "euler": lambda config: EulerDiscreteScheduler.from_config(config),
     "euler-a": lambda config: EulerAncestralDiscreteScheduler.from_config(config),
-    "dpm++2m": lambda config: DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2),
+    "dpm++2m": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2
+    ),
     "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
     "lms": lambda config: LMSDiscreteScheduler.from_config(config),
     "pndm": lambda config: PNDMScheduler.from_config(config),
@@ -44,7 +46,9 @@ REFERENCE_SCHEDULERS = {
 
 
 def diffusers_reference(folder, image, mask, scheduler, seed, steps, strength, guidance=7.5):
-    pipeline = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipeline = StableDiffusionInpaintPipeline.from_pretrained(
+        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     pipeline.set_progress_bar_config(disable=True)
     if REFERENCE_SCHEDULERS[scheduler] is not None:
         pipeline.scheduler = REFERENCE_SCHEDULERS[scheduler](pipeline.scheduler.config)
@@ -95,8 +99,16 @@ def test_matches_diffusers(request, model_fixture, method, scheduler, strength):
 
     inpainter = Inpainter.from_pretrained(folder, device="cpu")
     ours = inpainter(
-        image, mask, PROMPT, negative_prompt=NEGATIVE, method=method, scheduler=scheduler,
-        steps=steps, strength=strength, seed=seed, paste_back=False,
+        image,
+        mask,
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        method=method,
+        scheduler=scheduler,
+        steps=steps,
+        strength=strength,
+        seed=seed,
+        paste_back=False,
     )
     reference = diffusers_reference(folder, image, mask, scheduler, seed, steps, strength)
     assert_close_to_reference(np.asarray(ours[0]), reference)
@@ -107,7 +119,17 @@ def test_each_image_of_a_batch_matches_diffusers_with_its_own_seed(tiny4):
     image = gradient_image(WIDTH, HEIGHT, seed=4)
     mask = box_mask(WIDTH, HEIGHT, (0, 0, 30, 48))
     inpainter = Inpainter.from_pretrained(tiny4, device="cpu")
-    ours = inpainter(image, mask, PROMPT, negative_prompt=NEGATIVE, scheduler="euler-a", steps=6, seed=77, num_images=2, paste_back=False)
+    ours = inpainter(
+        image,
+        mask,
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        scheduler="euler-a",
+        steps=6,
+        seed=77,
+        num_images=2,
+        paste_back=False,
+    )
     assert [each.info["inpaintkit"]["seed"] for each in ours] == [77, 78]
     for output, seed in zip(ours, (77, 78)):
         reference = diffusers_reference(tiny4, image, mask, "euler-a", seed, 6, 1.0)
@@ -118,7 +140,9 @@ def test_guidance_one_runs_without_the_unconditional_pass(tiny9):
     """guidance <= 1 disables classifier-free guidance in diffusers; it must here too."""
     image = gradient_image(WIDTH, HEIGHT, seed=5)
     mask = box_mask(WIDTH, HEIGHT, (20, 10, 60, 40))
-    ours = Inpainter.from_pretrained(tiny9, device="cpu")(image, mask, PROMPT, negative_prompt=NEGATIVE, guidance=1.0, steps=5, seed=9, paste_back=False)
+    ours = Inpainter.from_pretrained(tiny9, device="cpu")(
+        image, mask, PROMPT, negative_prompt=NEGATIVE, guidance=1.0, steps=5, seed=9, paste_back=False
+    )
     reference = diffusers_reference(tiny9, image, mask, "default", 9, 5, 1.0, guidance=1.0)
     assert_close_to_reference(np.asarray(ours[0]), reference)
 
@@ -128,7 +152,14 @@ def test_guidance_above_one_batches_the_unconditional_pass(inpainter9, guidance,
     sizes = []
     handle = inpainter9.components.unet.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
     try:
-        inpainter9(gradient_image(WIDTH, HEIGHT), box_mask(WIDTH, HEIGHT, (8, 8, 40, 40)), PROMPT, guidance=guidance, steps=3, seed=1)
+        inpainter9(
+            gradient_image(WIDTH, HEIGHT),
+            box_mask(WIDTH, HEIGHT, (8, 8, 40, 40)),
+            PROMPT,
+            guidance=guidance,
+            steps=3,
+            seed=1,
+        )
     finally:
         handle.remove()
     assert set(sizes) == {batch}

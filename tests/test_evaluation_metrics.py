@@ -10,11 +10,16 @@ import torch
 
 from inpaintkit.evaluation import learned_metrics
 from inpaintkit.evaluation.learned_metrics import (
-    ClipScorer, choose_subset_size, kernel_inception_distance, kid_crop, load_clip, load_learned_metrics,
+    ClipScorer,
+    choose_subset_size,
+    kernel_inception_distance,
+    kid_crop,
+    load_clip,
+    load_learned_metrics,
 )
 from inpaintkit.evaluation.pixel_metrics import psnr, region_mse, region_ssim
-from inpaintkit.masks import bounding_box
 from inpaintkit.evaluation.scoring import MetricsTable, format_value, summarize
+from inpaintkit.masks import bounding_box
 
 from .conftest import box_mask, gradient_image
 
@@ -78,7 +83,10 @@ def test_empty_regions_are_not_applicable(picture):
 
 def test_bounding_box_is_exclusive_on_the_right_and_bottom(picture):
     _, hole = picture
-    assert bounding_box(hole) == (slice(8, 24), slice(10, 30))  # box_mask's (left, top, right, bottom) = (10, 8, 30, 24)
+    assert bounding_box(hole) == (
+        slice(8, 24),
+        slice(10, 30),
+    )  # box_mask's (left, top, right, bottom) = (10, 8, 30, 24)
 
 
 def test_summary_is_mean_and_population_std_and_counts_identical_regions_apart():
@@ -91,7 +99,9 @@ def test_summary_is_mean_and_population_std_and_counts_identical_regions_apart()
 def test_metrics_table_round_trips_every_bit(tmp_path):
     table = MetricsTable(tmp_path / "metrics.csv")
     value = 1 / 3
-    table.update("a", "blend", {"background_mse": value, "background_psnr": math.inf, "masked_mse": math.nan}, digest="d1")
+    table.update(
+        "a", "blend", {"background_mse": value, "background_psnr": math.inf, "masked_mse": math.nan}, digest="d1"
+    )
     table.save()
     again = MetricsTable(tmp_path / "metrics.csv")
     assert again.values("blend", "background_mse", {"a"}) == [value]
@@ -112,7 +122,9 @@ def test_clip_score_is_torchmetrics_formula_on_the_injected_model(tiny_clip):
     for image in images:
         for prompt in prompts:
             with torch.no_grad():
-                pixels = processor(images=[torch.from_numpy(image).permute(2, 0, 1)], return_tensors="pt")["pixel_values"]
+                pixels = processor(images=[torch.from_numpy(image).permute(2, 0, 1)], return_tensors="pt")[
+                    "pixel_values"
+                ]
                 tokens = processor(text=[prompt], return_tensors="pt", padding=True)
                 image_features = model.get_image_features(pixel_values=pixels).pooler_output
                 text_features = model.get_text_features(**tokens).pooler_output

@@ -43,7 +43,9 @@ class HostReads:
     def _wrapped(self, name, original):
         def read(tensor, *args, **kwargs):
             if self.watching:
-                caller = next(frame for frame in reversed(traceback.extract_stack()[:-1]) if "/torch/" not in frame.filename)
+                caller = next(
+                    frame for frame in reversed(traceback.extract_stack()[:-1]) if "/torch/" not in frame.filename
+                )
                 self.lines[f"{name} at {caller.filename.rsplit('/', 1)[-1]}:{caller.lineno}: {caller.line}"] += 1
             return original(tensor, *args, **kwargs)
 
@@ -59,8 +61,17 @@ def test_no_host_reads_between_steps(request, monkeypatch, inpainter_name, metho
         reads.watching = step < total - 1
 
     pixels, mask = gradient_image(48, 48), box_mask(48, 48, (12, 12, 36, 36))
-    inpainter(pixels, mask, "a red ball", method=method, scheduler=scheduler, steps=6, seed=0,
-              callback=watch_until_the_last_step, **options)
+    inpainter(
+        pixels,
+        mask,
+        "a red ball",
+        method=method,
+        scheduler=scheduler,
+        steps=6,
+        seed=0,
+        callback=watch_until_the_last_step,
+        **options,
+    )
     assert not reads.lines, dict(reads.lines)
 
 

@@ -32,10 +32,22 @@ def rgb(width=40, height=24):
 MODES = {
     # mode: (make the image from RGB pixels, the RGB pixels inpaintkit must see)
     "RGBA": (lambda p: Image.fromarray(p).convert("RGBA"), lambda p: p),
-    "P": (lambda p: Image.fromarray(p).quantize(64), lambda p: np.asarray(Image.fromarray(p).quantize(64).convert("RGB"))),
-    "L": (lambda p: Image.fromarray(p).convert("L"), lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2)),
-    "LA": (lambda p: Image.fromarray(p).convert("LA"), lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2)),
-    "CMYK": (lambda p: Image.fromarray(p).convert("CMYK"), lambda p: np.asarray(Image.fromarray(p).convert("CMYK").convert("RGB"))),
+    "P": (
+        lambda p: Image.fromarray(p).quantize(64),
+        lambda p: np.asarray(Image.fromarray(p).quantize(64).convert("RGB")),
+    ),
+    "L": (
+        lambda p: Image.fromarray(p).convert("L"),
+        lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2),
+    ),
+    "LA": (
+        lambda p: Image.fromarray(p).convert("LA"),
+        lambda p: np.repeat(np.asarray(Image.fromarray(p).convert("L"))[..., None], 3, 2),
+    ),
+    "CMYK": (
+        lambda p: Image.fromarray(p).convert("CMYK"),
+        lambda p: np.asarray(Image.fromarray(p).convert("CMYK").convert("RGB")),
+    ),
     "I;16": (
         lambda p: Image.fromarray(p[..., 0].astype(np.uint16) * 257),
         lambda p: np.repeat(p[..., :1], 3, 2),  # 16-bit v -> round(v / 257): exactly the 8-bit value back
@@ -164,7 +176,9 @@ def test_uint8_arrays_load_exactly_as_the_same_pictures_in_png_files(tmp_path):
 def test_an_rgb_array_without_a_mask_is_one_sentence():
     from inpaintkit import InputError
 
-    with pytest.raises(InputError, match="No mask was given and the image has no alpha channel to use as one; pass a mask."):
+    with pytest.raises(
+        InputError, match="No mask was given and the image has no alpha channel to use as one; pass a mask."
+    ):
         load_image_and_mask(rgb(), None)
 
 
@@ -205,12 +219,16 @@ def test_api_rejects_wrong_types_with_one_sentence(inpainter9, options, phrase):
 
 
 def test_api_accepts_numpy_scalars(inpainter9):
-    output = inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", steps=np.int64(2), guidance=np.float32(3.0), seed=np.uint32(4))
+    output = inpainter9(
+        rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", steps=np.int64(2), guidance=np.float32(3.0), seed=np.uint32(4)
+    )
     assert output[0].info["inpaintkit"]["steps"] == 2 and output[0].info["inpaintkit"]["seed"] == 4
 
 
 def test_a_mask_grow_far_beyond_the_image_is_cheap_and_covers_it(inpainter9):
     """soft grows grey levels with a disk: a radius of a million pixels must not allocate a million-pixel disk."""
-    output = inpainter9(rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", method="soft", mask_grow=1_000_000, steps=2, seed=1)
+    output = inpainter9(
+        rgb(), box_mask(40, 24, (10, 5, 30, 20)), "x", method="soft", mask_grow=1_000_000, steps=2, seed=1
+    )
     assert output[0].size == (40, 24)
     assert not np.array_equal(np.asarray(output[0]), rgb())  # everything was repaintable

@@ -28,7 +28,9 @@ def inpaint(inpainter, mask=MASK, **options):
 def unet_inputs(inpainter):
     """Record the latent input of every UNet call (the first argument)."""
     seen = []
-    handle = inpainter.components.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    handle = inpainter.components.unet.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].detach().clone())
+    )
     try:
         yield seen
     finally:
@@ -36,6 +38,7 @@ def unet_inputs(inpainter):
 
 
 # -- bld --------------------------------------------------------------------------------------
+
 
 def test_bld_pixel_reconstruction_keeps_the_background_exactly(inpainter4):
     output = inpaint(inpainter4, method="bld", reconstruct="pixel", paste_back=False)
@@ -69,7 +72,9 @@ def test_bld_progressive_masks_shrink_to_the_exact_mask(inpainter4, monkeypatch)
         inpaint(inpainter4, method="bld", reconstruct="none", mask_dilation_iterations=2, steps=12)
     first, last = used[0] > 0.5, used[-1] > 0.5
     assert torch.all(first >= last) and first.sum() > last.sum()  # the first strictly contains the last
-    exact = torch.nn.functional.interpolate(torch.from_numpy((MASK > 127).astype(np.float32))[None, None], size=seen[0].shape[-2:])
+    exact = torch.nn.functional.interpolate(
+        torch.from_numpy((MASK > 127).astype(np.float32))[None, None], size=seen[0].shape[-2:]
+    )
     assert torch.equal(last[:1].float(), exact)  # and the last is the exact mask
 
 
@@ -101,6 +106,7 @@ def test_bld_works_with_a_nine_channel_unet(inpainter9):
 
 # -- soft -------------------------------------------------------------------------------------
 
+
 def constant_mask(value: float) -> np.ndarray:
     mask = np.zeros((HEIGHT, WIDTH), np.float32)
     mask[8:40, 16:48] = value
@@ -126,7 +132,13 @@ def test_soft_changes_less_for_a_smaller_mask_value(inpainter4, monkeypatch):
     changes = []
     for value in (0.25, 0.5, 1.0):
         final = {}
-        inpaint(inpainter4, mask=constant_mask(value), method="soft", steps=12, callback=lambda i, n, z: final.update(z=z.clone()))
+        inpaint(
+            inpainter4,
+            mask=constant_mask(value),
+            method="soft",
+            steps=12,
+            callback=lambda i, n, z: final.update(z=z.clone()),
+        )
         cells = seen["mask"].expand_as(seen["known"]) > 0.5
         changes.append(float((final["z"] - seen["known"])[cells].abs().mean()))
     assert changes[0] < changes[1] < changes[2], changes
@@ -198,12 +210,20 @@ def test_soft_mask_blur_reaches_the_denoiser(inpainter4, monkeypatch):
 
 # -- repaint ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("steps, jump_length, jump_n_sample", [(12, 3, 3), (10, 10, 4), (9, 2, 1)])
 def test_repaint_makes_the_documented_number_of_unet_calls(inpainter4, steps, jump_length, jump_n_sample):
     documented = steps + (jump_n_sample - 1) * jump_length * len(range(0, steps - jump_length, jump_length))
     with unet_inputs(inpainter4) as seen:
-        output = inpaint(inpainter4, method="repaint", scheduler="ddim", guidance=1.0, steps=steps,
-                         jump_length=jump_length, jump_n_sample=jump_n_sample)
+        output = inpaint(
+            inpainter4,
+            method="repaint",
+            scheduler="ddim",
+            guidance=1.0,
+            steps=steps,
+            jump_length=jump_length,
+            jump_n_sample=jump_n_sample,
+        )
     assert len(seen) == documented
     assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
 
@@ -229,10 +249,16 @@ def test_repaint_picks_ddim_when_the_model_default_cannot_redo_steps(inpainter4)
 
 # -- tdpaint ----------------------------------------------------------------------------------
 
+
 def test_tdpaint_shows_the_unet_a_constant_known_region(inpainter4):
     with unet_inputs(inpainter4) as seen:
         output = inpaint(inpainter4, method="tdpaint", scheduler="ddim", steps=6)
-    latent_keep = torch.nn.functional.interpolate(torch.from_numpy((MASK < 128).astype(np.float32))[None, None], size=seen[0].shape[-2:]) > 0.5
+    latent_keep = (
+        torch.nn.functional.interpolate(
+            torch.from_numpy((MASK < 128).astype(np.float32))[None, None], size=seen[0].shape[-2:]
+        )
+        > 0.5
+    )
     latent_keep = latent_keep.expand_as(seen[0])
     first, last = seen[0][latent_keep], seen[-1][latent_keep]
     assert torch.equal(first, last)  # the known region does not follow the schedule
@@ -250,6 +276,7 @@ def test_tdpaint_known_t_sets_the_noise_level(inpainter4):
 
 
 # -- crop, fill, colour match, outpaint -------------------------------------------------------
+
 
 def test_crop_runs_the_unet_at_native_size_and_keeps_the_rest(inpainter9):
     pixels = gradient_image(400, 300, seed=41)
@@ -290,7 +317,9 @@ def test_outpaint_extends_the_canvas_and_keeps_the_image(inpainter9):
     output = np.asarray(outputs[0])
     assert output.shape == (HEIGHT + 13, WIDTH + 13, 3)
     assert np.array_equal(output[0:HEIGHT, 8 : 8 + WIDTH], PIXELS)
-    assert not np.array_equal(output[HEIGHT:, :], np.repeat(PIXELS[-1:, :][:, [0] * 8 + list(range(WIDTH)) + [WIDTH - 1] * 5], 13, axis=0))
+    assert not np.array_equal(
+        output[HEIGHT:, :], np.repeat(PIXELS[-1:, :][:, [0] * 8 + list(range(WIDTH)) + [WIDTH - 1] * 5], 13, axis=0)
+    )
 
 
 def test_metadata_records_the_method_defaults_used(inpainter4):
@@ -301,7 +330,13 @@ def test_metadata_records_the_method_defaults_used(inpainter4):
 @pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9"])
 @pytest.mark.parametrize(
     "method, options",
-    [("blend", {}), ("bld", {"reconstruct": "poisson"}), ("soft", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2}), ("tdpaint", {})],
+    [
+        ("blend", {}),
+        ("bld", {"reconstruct": "poisson"}),
+        ("soft", {}),
+        ("repaint", {"jump_length": 2, "jump_n_sample": 2}),
+        ("tdpaint", {}),
+    ],
 )
 def test_every_method_runs_on_both_unets_and_keeps_the_background(request, fixture, method, options):
     from .helpers import distance_to_nearest

@@ -42,8 +42,14 @@ def test_hub_id_loads_from_the_local_cache(tmp_path, tiny9):
 
 
 def test_hub_id_not_cached_and_offline_is_one_sentence(tmp_path):
-    result = run_cli_subprocess(["info", "--model", "stable-diffusion-v1-5/stable-diffusion-inpainting"], tmp_path / "empty-hf")
-    assert_one_line_error(result.returncode, result.stderr, "'stable-diffusion-v1-5/stable-diffusion-inpainting' is not in the local Hugging Face cache")
+    result = run_cli_subprocess(
+        ["info", "--model", "stable-diffusion-v1-5/stable-diffusion-inpainting"], tmp_path / "empty-hf"
+    )
+    assert_one_line_error(
+        result.returncode,
+        result.stderr,
+        "'stable-diffusion-v1-5/stable-diffusion-inpainting' is not in the local Hugging Face cache",
+    )
     assert "--model" in result.stderr
 
 
@@ -93,8 +99,24 @@ def test_single_file_from_the_cli(tmp_path, tiny4, capsys):
     checkpoint = write_ldm_checkpoint(tiny4, tmp_path / "tiny4.safetensors")
     Image.fromarray(PIXELS).save(tmp_path / "in.png")
     Image.fromarray(MASK).save(tmp_path / "mask.png")
-    code, out, err = run_cli(["run", "--image", tmp_path / "in.png", "--mask", tmp_path / "mask.png", "--model", checkpoint,
-                              "--config", tiny4, "--steps", "2", "--output", tmp_path / "out.png"], capsys)
+    code, out, err = run_cli(
+        [
+            "run",
+            "--image",
+            tmp_path / "in.png",
+            "--mask",
+            tmp_path / "mask.png",
+            "--model",
+            checkpoint,
+            "--config",
+            tiny4,
+            "--steps",
+            "2",
+            "--output",
+            tmp_path / "out.png",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert (tmp_path / "out.png").is_file()
 

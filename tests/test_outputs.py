@@ -31,7 +31,20 @@ def files(tmp_path):
 
 
 def run_args(files, model, output, *extra):
-    return ["run", "--image", files / "in.png", "--mask", files / "mask.png", "--model", model, "--steps", "2", "--output", output, *extra]
+    return [
+        "run",
+        "--image",
+        files / "in.png",
+        "--mask",
+        files / "mask.png",
+        "--model",
+        model,
+        "--steps",
+        "2",
+        "--output",
+        output,
+        *extra,
+    ]
 
 
 def test_overwrite_replaces_an_existing_file(files, tiny9, capsys):
@@ -64,7 +77,9 @@ def test_a_failed_overwrite_keeps_the_old_file(files, tiny9, capsys, monkeypatch
 def test_an_unwritable_output_folder_fails_before_any_work(files, tiny9, capsys, monkeypatch):
     from inpaintkit import inpainter
 
-    monkeypatch.setattr(inpainter, "denoise", lambda *args, **kwargs: pytest.fail("the model ran"))  # the name Inpainter calls
+    monkeypatch.setattr(
+        inpainter, "denoise", lambda *args, **kwargs: pytest.fail("the model ran")
+    )  # the name Inpainter calls
     code, _, err = run_cli(run_args(files, tiny9, "/proc/out.png"), capsys)  # /proc refuses new files, even for root
     assert_one_line_error(code, err, "Cannot write to /proc")
 
@@ -88,11 +103,15 @@ def test_two_runs_without_a_seed_get_different_seeds(files, tiny9, capsys):
     for name in ("a.png", "b.png"):
         code, _, err = run_cli(run_args(files, tiny9, files / name), capsys)
         assert code == 0, err
-    assert read_png_parameters(files / "a.png")["seed"] != read_png_parameters(files / "b.png")["seed"]  # 1 in 2^32 to collide
+    assert (
+        read_png_parameters(files / "a.png")["seed"] != read_png_parameters(files / "b.png")["seed"]
+    )  # 1 in 2^32 to collide
 
 
 def test_several_images_into_a_new_folder(files, tiny9, capsys):
-    code, out, err = run_cli(run_args(files, tiny9, f"{files / 'results'}/", "--num-images", "2", "--seed", "7"), capsys)
+    code, out, err = run_cli(
+        run_args(files, tiny9, f"{files / 'results'}/", "--num-images", "2", "--seed", "7"), capsys
+    )
     assert code == 0, err
     assert sorted(path.name for path in (files / "results").iterdir()) == ["in-7.png", "in-8.png"]
     assert [line.split("\t")[1] for line in out.splitlines()] == ["seed 7", "seed 8"]
@@ -106,8 +125,15 @@ def test_progress_bar_on_a_terminal_and_not_when_quiet(files, tiny9):
         # a terminal of 100x30 characters (a fresh pty is 0x0, where tqdm has no room to draw)
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         process = subprocess.Popen(
-            [sys.executable, "-m", "inpaintkit.cli", *map(str, run_args(files, tiny9, files / f"o{len(extra)}.png", *extra))],
-            stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            [
+                sys.executable,
+                "-m",
+                "inpaintkit.cli",
+                *map(str, run_args(files, tiny9, files / f"o{len(extra)}.png", *extra)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         os.close(follower)
         chunks = []
@@ -167,8 +193,25 @@ def test_unknown_api_setting_is_named(inpainter9):
 
 
 def test_outpaint_from_the_cli(files, tiny9, capsys):
-    args = ["outpaint", "--image", files / "in.png", "--model", tiny9, "--steps", "2", "--expand", "8", "--right", "16",
-            "--prompt", "more sky", "--seed", "4", "--output", files / "wide.png"]
+    args = [
+        "outpaint",
+        "--image",
+        files / "in.png",
+        "--model",
+        tiny9,
+        "--steps",
+        "2",
+        "--expand",
+        "8",
+        "--right",
+        "16",
+        "--prompt",
+        "more sky",
+        "--seed",
+        "4",
+        "--output",
+        files / "wide.png",
+    ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     wide = np.asarray(Image.open(files / "wide.png"))
@@ -179,8 +222,15 @@ def test_outpaint_from_the_cli(files, tiny9, capsys):
 
 @pytest.mark.parametrize("method", ["bld", "soft", "repaint", "tdpaint"])
 def test_every_method_runs_from_the_cli(method, files, tiny4, capsys):
-    extra = {"bld": ["--reconstruct", "pixel"], "repaint": ["--jump-length", "1", "--jump-n-sample", "2"], "soft": [], "tdpaint": []}[method]
-    code, _, err = run_cli(run_args(files, tiny4, files / f"{method}.png", "--method", method, "--mask-blur", "3", *extra), capsys)
+    extra = {
+        "bld": ["--reconstruct", "pixel"],
+        "repaint": ["--jump-length", "1", "--jump-n-sample", "2"],
+        "soft": [],
+        "tdpaint": [],
+    }[method]
+    code, _, err = run_cli(
+        run_args(files, tiny4, files / f"{method}.png", "--method", method, "--mask-blur", "3", *extra), capsys
+    )
     assert code == 0, err
     parameters = read_png_parameters(files / f"{method}.png")
     assert parameters["method"] == method
@@ -199,7 +249,9 @@ def test_an_interruption_keeps_the_batches_already_saved(files, tiny9, capsys, m
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(Inpainter, "run", interrupted_second_batch)
-    code, out, err = run_cli(run_args(files, tiny9, files / "many.png", "--num-images", "3", "--batch-size", "2", "--seed", "10"), capsys)
+    code, out, err = run_cli(
+        run_args(files, tiny9, files / "many.png", "--num-images", "3", "--batch-size", "2", "--seed", "10"), capsys
+    )
     assert code == 130 and "interrupted" in err
     assert sorted(path.name for path in files.iterdir() if path.name.startswith("many")) == ["many-1.png", "many-2.png"]
     assert [read_png_parameters(files / name)["seed"] for name in ("many-1.png", "many-2.png")] == [10, 11]
@@ -207,7 +259,10 @@ def test_an_interruption_keeps_the_batches_already_saved(files, tiny9, capsys, m
 
 def test_batches_give_the_images_of_one_batch(files, tiny9, capsys):
     for output, batch_size in (("one.png", "3"), ("chunked.png", "1")):
-        code, _, err = run_cli(run_args(files, tiny9, files / output, "--num-images", "3", "--batch-size", batch_size, "--seed", "5"), capsys)
+        code, _, err = run_cli(
+            run_args(files, tiny9, files / output, "--num-images", "3", "--batch-size", batch_size, "--seed", "5"),
+            capsys,
+        )
         assert code == 0, err
     for k in (1, 2, 3):
         one = np.asarray(Image.open(files / f"one-{k}.png")).astype(int)

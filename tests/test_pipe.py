@@ -36,20 +36,42 @@ def write_pipe(folder, *, drop_image_column: str | None = None):
         "Instruction_Ref_Dataset": ["", "", ""],
         "object_location": ["center", "left", "right"],
     }
-    features = datasets.Features({
-        **{name: datasets.Value("string") for name in ("target_img_dataset", "Instruction_VLM-LLM", "Instruction_Class", "Instruction_Ref_Dataset", "object_location")},
-        "img_id": datasets.Value("int64"), "ann_id": datasets.Value("int64"),
-        "source_img": datasets.Image(), "target_img": datasets.Image(),
-    })
+    features = datasets.Features(
+        {
+            **{
+                name: datasets.Value("string")
+                for name in (
+                    "target_img_dataset",
+                    "Instruction_VLM-LLM",
+                    "Instruction_Class",
+                    "Instruction_Ref_Dataset",
+                    "object_location",
+                )
+            },
+            "img_id": datasets.Value("int64"),
+            "ann_id": datasets.Value("int64"),
+            "source_img": datasets.Image(),
+            "target_img": datasets.Image(),
+        }
+    )
     if drop_image_column:
         images.pop(drop_image_column)
         features.pop(drop_image_column)
     masked = [2, 0]  # the third image row has no mask; the masks are in another order than the images
     masks = {
-        "target_img_dataset": [keys[i][0] for i in masked], "img_id": [keys[i][1] for i in masked], "ann_id": [keys[i][2] for i in masked],
+        "target_img_dataset": [keys[i][0] for i in masked],
+        "img_id": [keys[i][1] for i in masked],
+        "ann_id": [keys[i][2] for i in masked],
         "mask": [png(box_mask(SIZE, SIZE, (10 + i, 12, 40, 44))) for i in masked],
     }
-    mask_features = datasets.Features({"target_img_dataset": datasets.Value("string"), "img_id": datasets.Value("int64"), "ann_id": datasets.Value("int64"), "mask": datasets.Image()})
+    mask_features = datasets.Features(
+        {
+            "target_img_dataset": datasets.Value("string"),
+            "img_id": datasets.Value("int64"),
+            "ann_id": datasets.Value("int64"),
+            "mask": datasets.Image(),
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     datasets.Dataset.from_dict(images, features=features).to_parquet(str(folder / "images.parquet"))
     datasets.Dataset.from_dict(masks, features=mask_features).to_parquet(str(folder / "masks.parquet"))
@@ -72,7 +94,10 @@ def test_the_class_instruction_is_the_prompt_when_the_vlm_one_is_empty(tmp_path)
     import datasets
 
     table = datasets.load_dataset("parquet", data_files={"test": str(masks)}, split="test")
-    extra = datasets.Dataset.from_dict({"target_img_dataset": ["coco"], "img_id": [2], "ann_id": [20], "mask": [table[0]["mask"]]}, features=table.features)
+    extra = datasets.Dataset.from_dict(
+        {"target_img_dataset": ["coco"], "img_id": [2], "ann_id": [20], "mask": [table[0]["mask"]]},
+        features=table.features,
+    )
     datasets.concatenate_datasets([table, extra]).to_parquet(str(masks))
     samples = read_pipe("test", images=str(images), masks=str(masks))
     assert {sample.name: sample.prompt for sample in samples}["coco-2-20"] == "add a dog"
@@ -91,8 +116,22 @@ def test_a_table_without_pipe_columns_is_refused_in_one_sentence(tmp_path):
 
 def test_the_hub_dataset_offline_is_one_sentence(tmp_path, capsys, tiny9):
     code, _, err = run_cli(
-        ["bench", "--pipeline", "blend", "--src", "pipe:test", "--limit", "2", "--dst", tmp_path / "out", "--model", tiny9,
-         "--pipe-images", "nobody-has/this-dataset-xyz"], capsys,
+        [
+            "bench",
+            "--pipeline",
+            "blend",
+            "--src",
+            "pipe:test",
+            "--limit",
+            "2",
+            "--dst",
+            tmp_path / "out",
+            "--model",
+            tiny9,
+            "--pipe-images",
+            "nobody-has/this-dataset-xyz",
+        ],
+        capsys,
     )
     assert_one_line_error(code, err, "Cannot load nobody-has/this-dataset-xyz split 'test'")
 
@@ -101,22 +140,53 @@ def test_bench_on_pipe_uses_the_target_as_ground_truth(tmp_path, capsys, tiny9, 
     images, masks = write_pipe(tmp_path / "pipe")
     dst = tmp_path / "out"
     code, _, err = run_cli(
-        ["bench", "--pipeline", "blend", "--src", "pipe:test", "--limit", "2", "--dst", dst, "--model", tiny9, "--steps", "1",
-         "--pipe-images", images, "--pipe-masks", masks, "--metric", "--clip-model", tiny_clip, "--kid-features", "clip", "--quiet"], capsys,
+        [
+            "bench",
+            "--pipeline",
+            "blend",
+            "--src",
+            "pipe:test",
+            "--limit",
+            "2",
+            "--dst",
+            dst,
+            "--model",
+            tiny9,
+            "--steps",
+            "1",
+            "--pipe-images",
+            images,
+            "--pipe-masks",
+            masks,
+            "--metric",
+            "--clip-model",
+            tiny_clip,
+            "--kid-features",
+            "clip",
+            "--quiet",
+        ],
+        capsys,
     )
     assert code == 0, err
     summary = json.loads((dst / "summary.json").read_text())
     assert summary["samples_evaluated"] == 2 and summary["source"] == "pipe:test"
     assert summary["metrics"]["blend"]["masked_mse"]["n"] == 2  # every PIPE sample has a ground truth
     assert summary["kid_reference"] == "ground truth" and summary["kid"]["blend"]["samples"] == 2
-    assert json.loads(Image.open(dst / "grids" / "coco-1-10.png").text["columns"]) == ["input", "mask", "ground truth", "blend"]
+    assert json.loads(Image.open(dst / "grids" / "coco-1-10.png").text["columns"]) == [
+        "input",
+        "mask",
+        "ground truth",
+        "blend",
+    ]
 
 
 def test_a_pipe_row_whose_image_cannot_be_decoded_is_skipped_not_fatal(tmp_path):
     import datasets
 
     images, masks = write_pipe(tmp_path)
-    table = datasets.load_dataset("parquet", data_files={"test": str(images)}, split="test").cast_column("source_img", datasets.Image(decode=False))
+    table = datasets.load_dataset("parquet", data_files={"test": str(images)}, split="test").cast_column(
+        "source_img", datasets.Image(decode=False)
+    )
     rows = table.to_dict()
     rows["source_img"][0] = {"bytes": b"not an image at all", "path": None}
     datasets.Dataset.from_dict(rows, features=table.features).to_parquet(str(images))

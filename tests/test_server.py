@@ -57,7 +57,12 @@ def job_files(image: bytes = IMAGE_PNG, mask: bytes | None = MASK_PNG) -> dict:
 
 def inpaint(client, data=None, files=None, accept="image/png", headers=None):
     data = {"steps": "1", "seed": "3", **(data or {})}
-    return client.post("/v1/inpaint", data=data, files=job_files() if files is None else files, headers={"Accept": accept, **(headers or {})})
+    return client.post(
+        "/v1/inpaint",
+        data=data,
+        files=job_files() if files is None else files,
+        headers={"Accept": accept, **(headers or {})},
+    )
 
 
 def assert_background_kept(png: bytes, image: np.ndarray = IMAGE, mask: np.ndarray = MASK) -> None:
@@ -130,18 +135,37 @@ def test_jpeg_and_webp_are_accepted(client):
 
 
 def test_form_fields_are_converted_by_their_settings_kind(client):
-    data = {"guidance": "3.5", "paste_back": "True", "color_match": "no", "mask_grow": "2", "crop_padding": "", "negative_prompt": "blur"}
+    data = {
+        "guidance": "3.5",
+        "paste_back": "True",
+        "color_match": "no",
+        "mask_grow": "2",
+        "crop_padding": "",
+        "negative_prompt": "blur",
+    }
     settings = inpaint(client, data=data, accept="application/json").json()["settings"]
     assert settings["guidance"] == 3.5 and settings["paste_back"] is True and settings["color_match"] is False
     assert settings["mask_grow"] == 2 and settings["crop_padding"] is None and settings["negative_prompt"] == "blur"
 
 
 def test_settings_as_one_json_field_and_defaults_as_the_cli(client):
-    response = client.post("/v1/inpaint", data={"settings": json.dumps({"seed": 4, "strength": 0.5, "steps": 2})}, files=job_files())
+    response = client.post(
+        "/v1/inpaint", data={"settings": json.dumps({"seed": 4, "strength": 0.5, "steps": 2})}, files=job_files()
+    )
     settings = response.json()["settings"]
     assert settings["seed"] == 4 and settings["strength"] == 0.5 and settings["steps"] == 2
     defaults = InpaintSettings()
-    for name in ("prompt", "guidance", "scheduler", "mask_grow", "mask_blur", "paste_back", "fill", "color_match", "num_images"):
+    for name in (
+        "prompt",
+        "guidance",
+        "scheduler",
+        "mask_grow",
+        "mask_blur",
+        "paste_back",
+        "fill",
+        "color_match",
+        "num_images",
+    ):
         assert settings[name] == getattr(defaults, name), name
 
 
@@ -182,7 +206,11 @@ def chunked_junk():
 
 MULTIPART = {"content-type": "multipart/form-data; boundary=b"}
 BAD_REQUESTS = {
-    "json body": (dict(content=b'{"image": "x"}', headers={"content-type": "application/json"}), 415, "Send multipart/form-data"),
+    "json body": (
+        dict(content=b'{"image": "x"}', headers={"content-type": "application/json"}),
+        415,
+        "Send multipart/form-data",
+    ),
     "no content type": (dict(content=b"abc"), 415, "Send multipart/form-data"),
     "non-image bytes": (dict(files=job_files(b"hello, I am text")), 415, "not a PNG, JPEG or WebP"),
     "gif": (dict(files=job_files(b"GIF89a" + bytes(40))), 415, "not a PNG, JPEG or WebP"),
@@ -192,14 +220,38 @@ BAD_REQUESTS = {
     "bomb over the service limit": (dict(files=job_files(png_claiming_size(200, 200))), 413, "200x200 = 40,000 pixels"),
     "bomb over pillow's limit": (dict(files=job_files(png_claiming_size(20000, 20000))), 413, "decompression bombs"),
     "bomb as mask": (dict(files=job_files(mask=png_claiming_size(20000, 20000))), 413, "The mask declares more pixels"),
-    "oversize body": (dict(files=job_files(b"\x89PNG\r\n\x1a\n" + bytes(300_000))), 413, "more than this service's limit of 262,144"),
+    "oversize body": (
+        dict(files=job_files(b"\x89PNG\r\n\x1a\n" + bytes(300_000))),
+        413,
+        "more than this service's limit of 262,144",
+    ),
     "oversize chunked body": (dict(content=chunked_junk(), headers=MULTIPART), 413, "at least"),
-    "malformed multipart": (dict(content=b"garbage", headers=MULTIPART), 400, "could not be parsed (Invalid multipart data"),
-    "multipart without boundary": (dict(content=b"--b\r\n", headers={"content-type": "multipart/form-data"}), 400, "Missing boundary"),
-    "mask size mismatch": (dict(files=job_files(mask=png_bytes(box_mask(32, 32, (0, 0, 8, 8))))), 422, "The mask is 32x32 pixels but the image is 64x64"),
+    "malformed multipart": (
+        dict(content=b"garbage", headers=MULTIPART),
+        400,
+        "could not be parsed (Invalid multipart data",
+    ),
+    "multipart without boundary": (
+        dict(content=b"--b\r\n", headers={"content-type": "multipart/form-data"}),
+        400,
+        "Missing boundary",
+    ),
+    "mask size mismatch": (
+        dict(files=job_files(mask=png_bytes(box_mask(32, 32, (0, 0, 8, 8))))),
+        422,
+        "The mask is 32x32 pixels but the image is 64x64",
+    ),
     "no mask and no alpha": (dict(files=job_files(mask=None)), 422, "no alpha channel"),
-    "missing image": (dict(files={"mask": ("mask.png", MASK_PNG, "image/png")}), 400, "The image file field is missing"),
-    "image as text field": (dict(files={"mask": ("mask.png", MASK_PNG)}, data={"image": "photo.png"}), 400, "must be sent as a file part"),
+    "missing image": (
+        dict(files={"mask": ("mask.png", MASK_PNG, "image/png")}),
+        400,
+        "The image file field is missing",
+    ),
+    "image as text field": (
+        dict(files={"mask": ("mask.png", MASK_PNG)}, data={"image": "photo.png"}),
+        400,
+        "must be sent as a file part",
+    ),
     "strength out of range": (dict(data={"strength": "1.5"}), 422, "Strength must be in (0, 1]"),
     "steps zero": (dict(data={"steps": "0"}), 422, "Steps must be at least 1"),
     "steps past training": (dict(data={"steps": "5000"}), 422, "at most the model's"),
@@ -210,17 +262,33 @@ BAD_REQUESTS = {
     "not a boolean": (dict(data={"paste_back": "maybe"}), 422, "Setting paste_back must be true or false"),
     "infinite guidance": (dict(data={"guidance": "inf"}), 422, "finite number"),
     "huge whole number": (dict(data={"steps": "1" + "0" * 400}), 422, "Setting steps is far outside any useful range"),
-    "huge number in json": (dict(data={"settings": '{"guidance": 1' + "0" * 400 + "}"}), 422, "Setting guidance is far outside"),
+    "huge number in json": (
+        dict(data={"settings": '{"guidance": 1' + "0" * 400 + "}"}),
+        422,
+        "Setting guidance is far outside",
+    ),
     "unknown scheduler": (dict(data={"scheduler": "fastest"}), 422, "Unknown scheduler 'fastest'"),
     "unknown setting": (dict(data={"colour": "red"}), 422, "Unknown setting(s) colour"),
     "option of another method": (dict(data={"jump_length": "3"}), 422, "applies only to --method repaint"),
-    "scheduler the method cannot use": (dict(data={"method": "repaint", "scheduler": "euler", "steps": "20"}), 422, "use --scheduler ddim"),
-    "too many images": (dict(data={"num_images": "3"}, headers={"Accept": "application/json"}), 422, "at most 2 images"),
+    "scheduler the method cannot use": (
+        dict(data={"method": "repaint", "scheduler": "euler", "steps": "20"}),
+        422,
+        "use --scheduler ddim",
+    ),
+    "too many images": (
+        dict(data={"num_images": "3"}, headers={"Accept": "application/json"}),
+        422,
+        "at most 2 images",
+    ),
     "several images as one png": (dict(data={"num_images": "2"}), 406, "Accept: image/png returns one image"),
     "settings not json": (dict(data={"settings": "{steps: 2"}), 400, "not valid JSON"),
     "settings not an object": (dict(data={"settings": "[2]"}), 400, "must be a JSON object"),
     "setting given twice": (dict(data={"settings": '{"steps": 2}'}), 400, "Setting steps is given more than once"),
-    "json steps as text": (dict(data={"steps": None, "settings": '{"steps": "2"}'}), 422, "Setting steps must be a whole number, got '2'"),
+    "json steps as text": (
+        dict(data={"steps": None, "settings": '{"steps": "2"}'}),
+        422,
+        "Setting steps must be a whole number, got '2'",
+    ),
 }
 
 
@@ -363,9 +431,13 @@ def test_readyz_waits_for_the_model_and_reports_a_failed_load(inpainter9):
 
     with TestClient(create_app(slow_load, model_name="slow")) as test_client:
         assert test_client.get("/healthz").status_code == 200
-        assert test_client.get("/readyz").status_code == 503 and test_client.get("/readyz").json()["status"] == "loading"
+        assert (
+            test_client.get("/readyz").status_code == 503 and test_client.get("/readyz").json()["status"] == "loading"
+        )
         assert_error(inpaint(test_client), 503, "still loading")
-        assert test_client.get("/v1/models").json()["models"] == [{"id": "slow", "ready": False, "untrained": None, "device": None, "dtype": None, "capabilities": None}]
+        assert test_client.get("/v1/models").json()["models"] == [
+            {"id": "slow", "ready": False, "untrained": None, "device": None, "dtype": None, "capabilities": None}
+        ]
         loaded.set()
         wait_until(lambda: test_client.get("/readyz").status_code == 200)
         assert inpaint(test_client).status_code == 200

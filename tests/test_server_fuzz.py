@@ -21,7 +21,9 @@ from .conftest import gradient_image
 
 # A generous deadline: the fuzz looks for crashes (500), not for slow settings, which the deadline turns into 504.
 CONFIG = ServiceConfig(max_queue=4, max_pixels=64 * 64, max_body=64 * 1024, timeout=60.0, max_images=2)
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,9 @@ def operations(schema):
 
 def assert_no_server_error(case) -> None:
     response = case.call()
-    assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code} {response.text[:300]}\n{case.body!r:.500}"
+    assert response.status_code < 500, (
+        f"{case.method} {case.path} -> {response.status_code} {response.text[:300]}\n{case.body!r:.500}"
+    )
     if response.status_code >= 400:
         assert set(response.json()) >= {"error"} or case.path == "/readyz"
 
@@ -93,7 +97,9 @@ def test_no_server_error_on_generated_settings_with_a_real_image(schema):
     def fuzz(case):
         response = case.call()
         statuses.append(response.status_code)
-        assert response.status_code < 500, f"{response.status_code} {response.text[:300]}\n{ {k: v for k, v in case.body.items() if k != 'image'} }"
+        assert response.status_code < 500, (
+            f"{response.status_code} {response.text[:300]}\n{ {k: v for k, v in case.body.items() if k != 'image'} }"
+        )
 
     fuzz()
     assert 200 in statuses and any(400 <= status < 500 for status in statuses), sorted(set(statuses))

@@ -34,8 +34,22 @@ class ServeProcess:
 
     def __init__(self, model: Path, *options: str):
         environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "INPAINTKIT_API_KEY": ""}
-        command = [sys.executable, "-m", "inpaintkit.cli", "serve", "--model", str(model), "--device", "cpu", "--port", "0", *options]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+        command = [
+            sys.executable,
+            "-m",
+            "inpaintkit.cli",
+            "serve",
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--port",
+            "0",
+            *options,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -82,7 +96,9 @@ def serve_process(model: Path, *options: str):
 
 def post_job(client: httpx.Client, image_png: bytes, steps: int = 1, seed: int = 0) -> httpx.Response:
     files = {"image": ("photo.png", image_png, "image/png"), "mask": ("mask.png", MASK_PNG, "image/png")}
-    return client.post("/v1/inpaint", files=files, data={"steps": str(steps), "seed": str(seed)}, headers={"Accept": "image/png"})
+    return client.post(
+        "/v1/inpaint", files=files, data={"steps": str(steps), "seed": str(seed)}, headers={"Accept": "image/png"}
+    )
 
 
 CLIENTS, REQUESTS_PER_CLIENT = 20, 10  # 200 requests in all, in two halves of 100
@@ -109,7 +125,11 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
         def half(first: int) -> list[tuple[int, bool]]:
             requests = range(first, first + REQUESTS_PER_CLIENT // 2)
             with ThreadPoolExecutor(CLIENTS) as pool:
-                return [outcome for each in pool.map(lambda index: client_session(index, requests), range(CLIENTS)) for outcome in each]
+                return [
+                    outcome
+                    for each in pool.map(lambda index: client_session(index, requests), range(CLIENTS))
+                    for outcome in each
+                ]
 
         started = time.monotonic()
         first_half = half(0)
@@ -126,7 +146,10 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
         # The first half warms everything up (allocator pools, torch's caches). A leak of one 64x64 job's images
         # and latents per request would add well over 20 MB over 100 requests; allocator noise stays below it.
         growth = rss_after_second - rss_after_first
-        print(f"load: {statuses.count(200)} x 200, {statuses.count(429)} x 429 in {elapsed:.1f} s; RSS {rss_after_first / 2**20:.0f} -> {rss_after_second / 2**20:.0f} MiB")
+        print(
+            f"load: {statuses.count(200)} x 200, {statuses.count(429)} x 429 in {elapsed:.1f} s; "
+            f"RSS {rss_after_first / 2**20:.0f} -> {rss_after_second / 2**20:.0f} MiB"
+        )
         assert growth < 20 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over the second 100 requests"
 
         lines = [line for line in server.request_log() if line["path"] == "/v1/inpaint"]

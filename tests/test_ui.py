@@ -83,7 +83,13 @@ def distance_to_segment(shape: tuple[int, int], start: tuple[float, float], end:
 
 
 # -- in a real browser ---------------------------------------------------------------------------------------------
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt); Playwright drives it, no browser is downloaded")
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason=(
+        "Debian's chromium is not installed (.ci/run installs it with apt); Playwright drives it, no browser is "
+        "downloaded"
+    ),
+)
 def test_browser_paints_a_mask_runs_and_keeps_every_pixel_outside_the_stroke(app, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright from PyPI")
     url, recorder = app
@@ -97,7 +103,14 @@ def test_browser_paints_a_mask_runs_and_keeps_every_pixel_outside_the_stroke(app
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1400})
             elsewhere = []  # the app must work offline: every request stays on its own origin
-            page.on("request", lambda request: None if request.url.startswith((url.rstrip("/"), "data:", "blob:")) else elsewhere.append(request.url))
+            page.on(
+                "request",
+                lambda request: (
+                    None
+                    if request.url.startswith((url.rstrip("/"), "data:", "blob:"))
+                    else elsewhere.append(request.url)
+                ),
+            )
             page.goto(url)
             editor = page.locator("#image-editor")
             editor.wait_for(timeout=60_000)
@@ -129,7 +142,9 @@ def test_browser_paints_a_mask_runs_and_keeps_every_pixel_outside_the_stroke(app
             page.locator("#run").click()
             result_image = page.locator("#results img").first
             result_image.wait_for(timeout=60_000)
-            sync_api.expect(page.locator("#seed-used textarea, #seed-used input").first).to_have_value("7", timeout=30_000)
+            sync_api.expect(page.locator("#seed-used textarea, #seed-used input").first).to_have_value(
+                "7", timeout=30_000
+            )
             screenshot = tmp_path / "ui.png"
             page.screenshot(path=str(screenshot), full_page=True)
             if os.environ.get("INPAINTKIT_SCREENSHOT_DIR"):
@@ -168,7 +183,9 @@ def upload_picture(editor, path: str, timeout_error: type[Exception]) -> None:
 
 
 def settled_zoom(editor, timeout: float = 30.0) -> int:
-    """The editor's zoom in percent, once it has stopped changing: it fits a new image to the view a moment after upload."""
+    """The editor's zoom in percent, once it has stopped changing: it fits a new image to the view a moment after
+    upload.
+    """
     label = editor.get_by_text(ZOOM_LABEL).first
     readings, deadline = [], time.monotonic() + timeout
     while len(readings) < 4 or len(set(readings[-4:])) > 1:
@@ -185,8 +202,14 @@ def test_api_gives_the_python_apis_images_with_their_settings(app, inpainter9, t
     picture_path, mask_path = save(picture, tmp_path / "p.png"), save(mask, tmp_path / "m.png")
 
     results, seed_used = client_for(url, tmp_path / "downloads").predict(
-        image=editor_value(picture_path), mask=handle_file(mask_path), prompt="a cat", steps=2, seed=5, num_images=2,
-        mask_blur=2, api_name="/inpaint",
+        image=editor_value(picture_path),
+        mask=handle_file(mask_path),
+        prompt="a cat",
+        steps=2,
+        seed=5,
+        num_images=2,
+        mask_blur=2,
+        api_name="/inpaint",
     )
 
     expected = inpainter9(picture, mask, "a cat", steps=2, seed=5, num_images=2, mask_blur=2)
@@ -212,13 +235,18 @@ def test_api_gives_the_python_apis_images_with_their_settings(app, inpainter9, t
 def test_api_errors_are_one_sentence(app, tmp_path, settings, mask_kind, phrase):
     url, _ = app
     picture_path = save(gradient_image(64, 48), tmp_path / "p.png")
-    masks = {"small": lambda: save(box_mask(10, 10, (0, 0, 5, 5)), tmp_path / "m.png"), "box": lambda: save(box_mask(64, 48, (8, 8, 20, 20)), tmp_path / "m.png")}
+    masks = {
+        "small": lambda: save(box_mask(10, 10, (0, 0, 5, 5)), tmp_path / "m.png"),
+        "box": lambda: save(box_mask(64, 48, (8, 8, 20, 20)), tmp_path / "m.png"),
+    }
     if mask_kind == "text":
         (tmp_path / "m.png").write_text("not a picture")
     mask = handle_file(masks[mask_kind]() if mask_kind in masks else str(tmp_path / "m.png")) if mask_kind else None
 
     with pytest.raises(AppError) as raised:
-        client_for(url, tmp_path).predict(image=editor_value(picture_path), mask=mask, steps=2, **settings, api_name="/inpaint")
+        client_for(url, tmp_path).predict(
+            image=editor_value(picture_path), mask=mask, steps=2, **settings, api_name="/inpaint"
+        )
 
     message = str(raised.value)
     assert phrase in message and "Traceback" not in message and "/tmp" not in message
@@ -228,7 +256,10 @@ def test_api_errors_are_one_sentence(app, tmp_path, settings, mask_kind, phrase)
 def test_stop_ends_the_running_job_after_its_current_step(held_app, tmp_path):
     url, holder = held_app
     client = client_for(url, tmp_path)
-    picture_path, mask_path = save(gradient_image(64, 64), tmp_path / "p.png"), save(box_mask(64, 64, (8, 8, 40, 40)), tmp_path / "m.png")
+    picture_path, mask_path = (
+        save(gradient_image(64, 64), tmp_path / "p.png"),
+        save(box_mask(64, 64, (8, 8, 40, 40)), tmp_path / "m.png"),
+    )
     client.submit(image=editor_value(picture_path), mask=handle_file(mask_path), steps=20, seed=1, api_name="/inpaint")
     assert holder.started.wait(30)
 
@@ -244,8 +275,17 @@ def test_stop_ends_the_running_job_after_its_current_step(held_app, tmp_path):
 
 def test_a_full_queue_is_refused_with_a_message(held_app, tmp_path):
     url, holder = held_app
-    picture_path, mask_path = save(gradient_image(64, 64), tmp_path / "p.png"), save(box_mask(64, 64, (8, 8, 40, 40)), tmp_path / "m.png")
-    arguments = {"image": editor_value(picture_path), "mask": handle_file(mask_path), "steps": 2, "seed": 1, "api_name": "/inpaint"}
+    picture_path, mask_path = (
+        save(gradient_image(64, 64), tmp_path / "p.png"),
+        save(box_mask(64, 64, (8, 8, 40, 40)), tmp_path / "m.png"),
+    )
+    arguments = {
+        "image": editor_value(picture_path),
+        "mask": handle_file(mask_path),
+        "steps": 2,
+        "seed": 1,
+        "api_name": "/inpaint",
+    }
     running = client_for(url, tmp_path / "a").submit(**arguments)
     assert holder.started.wait(30)
     waiting = client_for(url, tmp_path / "b").submit(**arguments)
@@ -265,7 +305,9 @@ def test_a_full_queue_is_refused_with_a_message(held_app, tmp_path):
 # -- safe defaults -------------------------------------------------------------------------------------------------
 def test_uploads_above_the_size_limit_are_refused(app):
     url, _ = app
-    response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", b"\0" * 1_100_000, "image/png")}, timeout=30)
+    response = httpx.post(
+        f"{url}gradio_api/upload", files={"files": ("big.png", b"\0" * 1_100_000, "image/png")}, timeout=30
+    )
     assert response.status_code == 413
 
 
@@ -313,7 +355,13 @@ def test_transparent_pixels_are_the_mask_when_nothing_is_painted():
 
 @pytest.mark.parametrize(
     ("editor", "phrase"),
-    [(None, "Upload an image first"), ({"background": Image.new("RGBA", (8, 8), "white"), "layers": [Image.new("RGBA", (8, 8))]}, "Nothing to repaint")],
+    [
+        (None, "Upload an image first"),
+        (
+            {"background": Image.new("RGBA", (8, 8), "white"), "layers": [Image.new("RGBA", (8, 8))]},
+            "Nothing to repaint",
+        ),
+    ],
 )
 def test_missing_image_or_mask_is_one_sentence(editor, phrase):
     with pytest.raises(InputError, match=phrase):
@@ -330,10 +378,27 @@ def test_an_image_above_the_pixel_limit_is_refused(monkeypatch):
 
 def test_ui_values_become_settings():
     values = {
-        "prompt": "p", "negative_prompt": "", "method": "repaint", "guidance": 7.5, "steps": 20.0, "strength": 1.0,
-        "seed": -1, "num_images": 2.0, "scheduler": "default", "mask_grow": 0.0, "mask_blur": 4.0, "crop_padding": 16,
-        "fill": "original", "color_match": False, "paste_back": True, "blend_start": 0.25, "mask_dilation_iterations": 0,
-        "reconstruct": "optimize", "jump_length": 5, "jump_n_sample": 3, "known_t": 50,
+        "prompt": "p",
+        "negative_prompt": "",
+        "method": "repaint",
+        "guidance": 7.5,
+        "steps": 20.0,
+        "strength": 1.0,
+        "seed": -1,
+        "num_images": 2.0,
+        "scheduler": "default",
+        "mask_grow": 0.0,
+        "mask_blur": 4.0,
+        "crop_padding": 16,
+        "fill": "original",
+        "color_match": False,
+        "paste_back": True,
+        "blend_start": 0.25,
+        "mask_dilation_iterations": 0,
+        "reconstruct": "optimize",
+        "jump_length": 5,
+        "jump_n_sample": 3,
+        "known_t": 50,
     }
     settings = job_settings(values, only_masked=False)
     assert (settings.seed, settings.steps, settings.num_images, settings.crop_padding) == (None, 20, 2, None)

@@ -1,4 +1,6 @@
-"""Helpers for the web UI tests: serving an app on a free port, and an Inpainter that records (and can hold) its jobs."""
+"""Helpers for the web UI tests: serving an app on a free port, and an Inpainter that records (and can hold) its
+jobs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +12,13 @@ from typing import Iterator
 from inpaintkit.errors import Cancelled
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -24,7 +31,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def served(inpainter, *, max_queue: int = 4, max_file_size_mb: int = 1) -> Iterator[str]:
-    """Build the app around `inpainter`, serve it on a free port the way `inpaintkit ui` does, yield its URL, close it."""
+    """Build the app around `inpainter`, serve it on a free port the way `inpaintkit ui` does, yield its URL, close
+    it.
+    """
     from inpaintkit.ui import build_app, start
 
     demo = build_app(inpainter, max_queue=max_queue)

@@ -19,7 +19,6 @@ from .names import AUTO_TILING_PIXELS, TILING_MODES
 log = logging.getLogger("inpaintkit")
 
 
-
 @dataclass(frozen=True)
 class Acceleration:
     compile: bool = False  # torch.compile the UNet (the first call of each image size compiles)

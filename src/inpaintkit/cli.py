@@ -19,8 +19,19 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from . import __version__
 from .errors import Cancelled, InputError
 from .names import (
-    AUTO_TILING_PIXELS, DEFAULT_CLIP_MODEL, DEFAULT_MODEL, DEFAULT_SEED, DTYPE_CHOICES, FILLS, KID_FEATURES, METHOD_NAMES,
-    METHOD_SUMMARIES, PIPE_IMAGES, PIPE_MASKS, RECONSTRUCTIONS, TILING_MODES,
+    AUTO_TILING_PIXELS,
+    DEFAULT_CLIP_MODEL,
+    DEFAULT_MODEL,
+    DEFAULT_SEED,
+    DTYPE_CHOICES,
+    FILLS,
+    KID_FEATURES,
+    METHOD_NAMES,
+    METHOD_SUMMARIES,
+    PIPE_IMAGES,
+    PIPE_MASKS,
+    RECONSTRUCTIONS,
+    TILING_MODES,
 )
 from .schedulers import SCHEDULER_NAMES
 
@@ -66,57 +77,124 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"inpaintkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    run = commands.add_parser("run", help="inpaint an image", description="Repaint the masked region of an image to follow a prompt.")
+    run = commands.add_parser(
+        "run", help="inpaint an image", description="Repaint the masked region of an image to follow a prompt."
+    )
     inputs = run.add_argument_group("inputs")
     inputs.add_argument("--image", required=True, type=Path, help="the image (any size; EXIF orientation is applied)")
-    inputs.add_argument("--mask", type=Path, help="white = repaint; omit to use the image's alpha (transparent = repaint)")
+    inputs.add_argument(
+        "--mask", type=Path, help="white = repaint; omit to use the image's alpha (transparent = repaint)"
+    )
     add_job_arguments(run)
 
-    outpaint = commands.add_parser("outpaint", help="extend an image beyond its borders", description="Grow the canvas and paint the new area to follow a prompt.")
+    outpaint = commands.add_parser(
+        "outpaint",
+        help="extend an image beyond its borders",
+        description="Grow the canvas and paint the new area to follow a prompt.",
+    )
     inputs = outpaint.add_argument_group("inputs")
     inputs.add_argument("--image", required=True, type=Path, help="the image to extend")
     for side in ("left", "right", "top", "bottom"):
         inputs.add_argument(f"--{side}", type=int, default=0, metavar="PX", help=f"pixels to add on the {side}")
-    inputs.add_argument("--expand", type=int, metavar="PX", help="pixels to add on every side (adds to the per-side values)")
+    inputs.add_argument(
+        "--expand", type=int, metavar="PX", help="pixels to add on every side (adds to the per-side values)"
+    )
     add_job_arguments(outpaint)
 
     tiny = commands.add_parser("make-tiny-model", help="write a small UNTRAINED model for offline smoke tests")
     tiny.add_argument("folder", type=Path, help="the folder to write (must not exist or be empty)")
-    tiny.add_argument("--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary")
+    tiny.add_argument(
+        "--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary"
+    )
     tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
 
-    bench = commands.add_parser("bench", help="run several methods over a dataset and score them", description="Inpaint every sample with every method (same seed and settings), then score and report.")
-    bench.add_argument("--pipeline", "--method", dest="pipeline", required=True, metavar="METHODS", help=f"comma-separated methods to compare, from: {', '.join(METHOD_SUMMARIES)}")
-    bench.add_argument("--dst", required=True, type=Path, help="results folder: DST/METHOD/NAME.png, metrics.csv, summary.json, report.md, charts/, grids/")
-    bench.add_argument("--metric", action="store_true", help="score the outputs (else only generate them, with grids and the report)")
-    bench.add_argument("--overwrite", action="store_true", help="make every output again (by default a re-run resumes, skipping finished outputs)")
+    bench = commands.add_parser(
+        "bench",
+        help="run several methods over a dataset and score them",
+        description="Inpaint every sample with every method (same seed and settings), then score and report.",
+    )
+    bench.add_argument(
+        "--pipeline",
+        "--method",
+        dest="pipeline",
+        required=True,
+        metavar="METHODS",
+        help=f"comma-separated methods to compare, from: {', '.join(METHOD_SUMMARIES)}",
+    )
+    bench.add_argument(
+        "--dst",
+        required=True,
+        type=Path,
+        help="results folder: DST/METHOD/NAME.png, metrics.csv, summary.json, report.md, charts/, grids/",
+    )
+    bench.add_argument(
+        "--metric", action="store_true", help="score the outputs (else only generate them, with grids and the report)"
+    )
+    bench.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="make every output again (by default a re-run resumes, skipping finished outputs)",
+    )
     add_evaluation_arguments(bench)
     add_model_arguments(bench)
     add_speed_arguments(bench)
     add_settings_arguments(bench, seed_help=f"seed for every sample and method (default {DEFAULT_SEED})")
 
-    metrics = commands.add_parser("metrics", help="score existing outputs of any tool", description="Score predictions (PRED/METHOD/NAME.png, or PRED/NAME.png) against a dataset.")
-    metrics.add_argument("--pred", required=True, type=Path, help="the predictions: PRED/METHOD/NAME.png for several methods, PRED/NAME.png for one")
-    metrics.add_argument("--method", help="comma-separated method folders to score (default: every subfolder of --pred with images)")
-    metrics.add_argument("--dst", type=Path, help="where metrics.csv, summary.json, report.md, charts/ and grids/ go (default: --pred)")
+    metrics = commands.add_parser(
+        "metrics",
+        help="score existing outputs of any tool",
+        description="Score predictions (PRED/METHOD/NAME.png, or PRED/NAME.png) against a dataset.",
+    )
+    metrics.add_argument(
+        "--pred",
+        required=True,
+        type=Path,
+        help="the predictions: PRED/METHOD/NAME.png for several methods, PRED/NAME.png for one",
+    )
+    metrics.add_argument(
+        "--method", help="comma-separated method folders to score (default: every subfolder of --pred with images)"
+    )
+    metrics.add_argument(
+        "--dst", type=Path, help="where metrics.csv, summary.json, report.md, charts/ and grids/ go (default: --pred)"
+    )
     add_evaluation_arguments(metrics)
-    metrics.add_argument("--device", default="auto", help="where CLIP and the KID features run: auto (a CUDA GPU if there is one), cpu, cuda, cuda:N")
+    metrics.add_argument(
+        "--device",
+        default="auto",
+        help="where CLIP and the KID features run: auto (a CUDA GPU if there is one), cpu, cuda, cuda:N",
+    )
 
     info = commands.add_parser("info", help="print what a model can do, read from its configs")
     add_model_arguments(info)
 
     # -- web UI (issue 6): arguments here, the app in ui.py ------------------------------------
-    ui = commands.add_parser("ui", help="open the web UI (paint the mask in the browser)", description="A Gradio app: upload an image, paint the mask, type a prompt, Run.")
+    ui = commands.add_parser(
+        "ui",
+        help="open the web UI (paint the mask in the browser)",
+        description="A Gradio app: upload an image, paint the mask, type a prompt, Run.",
+    )
     add_model_arguments(ui)
     add_speed_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
-    ui.add_argument("--max-queue", type=positive_int, default=8, metavar="N", help="jobs that may wait while one runs; more get 'busy, try again' (default 8)")
-    ui.add_argument("--max-file-size", type=positive_int, default=50, metavar="MB", help="largest upload in megabytes (default 50)")
+    ui.add_argument(
+        "--max-queue",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="jobs that may wait while one runs; more get 'busy, try again' (default 8)",
+    )
+    ui.add_argument(
+        "--max-file-size", type=positive_int, default=50, metavar="MB", help="largest upload in megabytes (default 50)"
+    )
     # -- end web UI --
 
     # -- HTTP service (issue 7): arguments here, the app in server.py ---------------------------
-    serve = commands.add_parser("serve", help="run the HTTP inpainting service", description="A FastAPI service: POST /v1/inpaint with an image, a mask and settings.")
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP inpainting service",
+        description="A FastAPI service: POST /v1/inpaint with an image, a mask and settings.",
+    )
     add_model_arguments(serve)
     add_speed_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -124,12 +202,54 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.config import MIB, ServiceConfig  # the limits' defaults only: no web library is imported
 
     limits = serve.add_argument_group("limits")
-    limits.add_argument("--max-queue", type=int, default=ServiceConfig.max_queue, metavar="N", help=f"jobs that may wait for the model; one more is answered 429 (default {ServiceConfig.max_queue})")
-    limits.add_argument("--max-pixels", type=int, default=ServiceConfig.max_pixels, metavar="N", help=f"largest image or mask, in pixels, read from its header before decoding (default {ServiceConfig.max_pixels:,})")
-    limits.add_argument("--max-body", type=positive_number, default=ServiceConfig.max_body / MIB, metavar="MIB", help=f"largest request body in MiB (default {ServiceConfig.max_body / MIB:g})")
-    limits.add_argument("--max-images", type=int, default=ServiceConfig.max_images, metavar="N", help=f"largest num_images per request (default {ServiceConfig.max_images})")
-    limits.add_argument("--timeout", type=positive_number, default=ServiceConfig.timeout, metavar="S", help=f"seconds a request may take in all; then its job is cancelled between steps and it gets 504 (default {ServiceConfig.timeout:g})")
-    serve.add_argument("--api-key", help="require this key (X-API-Key header or Authorization: Bearer); default: the INPAINTKIT_API_KEY environment variable, else none")
+    limits.add_argument(
+        "--max-queue",
+        type=int,
+        default=ServiceConfig.max_queue,
+        metavar="N",
+        help=f"jobs that may wait for the model; one more is answered 429 (default {ServiceConfig.max_queue})",
+    )
+    limits.add_argument(
+        "--max-pixels",
+        type=int,
+        default=ServiceConfig.max_pixels,
+        metavar="N",
+        help=(
+            "largest image or mask, in pixels, read from its header before decoding (default "
+            f"{ServiceConfig.max_pixels:,})"
+        ),
+    )
+    limits.add_argument(
+        "--max-body",
+        type=positive_number,
+        default=ServiceConfig.max_body / MIB,
+        metavar="MIB",
+        help=f"largest request body in MiB (default {ServiceConfig.max_body / MIB:g})",
+    )
+    limits.add_argument(
+        "--max-images",
+        type=int,
+        default=ServiceConfig.max_images,
+        metavar="N",
+        help=f"largest num_images per request (default {ServiceConfig.max_images})",
+    )
+    limits.add_argument(
+        "--timeout",
+        type=positive_number,
+        default=ServiceConfig.timeout,
+        metavar="S",
+        help=(
+            "seconds a request may take in all; then its job is cancelled between steps and it gets 504 (default "
+            f"{ServiceConfig.timeout:g})"
+        ),
+    )
+    serve.add_argument(
+        "--api-key",
+        help=(
+            "require this key (X-API-Key header or Authorization: Bearer); default: the INPAINTKIT_API_KEY environment "
+            "variable, else none"
+        ),
+    )
     # -- end HTTP service --
     return parser
 
@@ -139,63 +259,160 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default="", help="what to paint in the masked region")
     add_model_arguments(parser)
     add_speed_arguments(parser)
-    generation = add_settings_arguments(parser, seed_help="random seed (default: random, printed and stored); image k uses seed + k")
+    generation = add_settings_arguments(
+        parser, seed_help="random seed (default: random, printed and stored); image k uses seed + k"
+    )
     methods_help = "; ".join(f"{name}: {summary.rstrip('.')}" for name, summary in METHOD_SUMMARIES.items())
-    generation.add_argument("--method", default="auto", choices=METHOD_NAMES, help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})")
+    generation.add_argument(
+        "--method",
+        default="auto",
+        choices=METHOD_NAMES,
+        help=f"auto picks native for 9-channel UNets, blend otherwise ({methods_help})",
+    )
     generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
-    generation.add_argument("--batch-size", type=positive_int, default=4, help="images per UNet batch; each batch is saved as it finishes (default 4)")
+    generation.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=4,
+        help="images per UNet batch; each batch is saved as it finishes (default 4)",
+    )
     outputs = parser.add_argument_group("output")
-    outputs.add_argument("--output", required=True, help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png")
+    outputs.add_argument(
+        "--output",
+        required=True,
+        help="a .png file, or a folder (ending in / it is created); in a folder images are named NAME-SEED.png",
+    )
     outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
     outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> argparse._ArgumentGroup:
-    """The settings of one job (InpaintSettings' fields) that run, outpaint and bench share; returns the generation group."""
+    """The settings of one job (InpaintSettings' fields) that run, outpaint and bench share; returns the generation
+    group.
+    """
     parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     generation = parser.add_argument_group("generation")
-    generation.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)")
+    generation.add_argument(
+        "--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)"
+    )
     generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    generation.add_argument("--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)")
+    generation.add_argument(
+        "--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)"
+    )
     generation.add_argument("--seed", type=int, help=seed_help)
-    generation.add_argument("--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
+    generation.add_argument(
+        "--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)"
+    )
     masking = parser.add_argument_group("mask, crop and finishing")
-    masking.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)")
-    masking.add_argument("--mask-blur", type=int, default=0, metavar="PX", help="feather the paste-back over PX pixels outside the mask")
-    masking.add_argument("--no-paste-back", dest="paste_back", action="store_false", help="keep the decoded pixels outside the mask too")
-    masking.add_argument("--crop-padding", type=int, metavar="PX", help="inpaint only the mask's window plus PX pixels, at the model's native size")
-    masking.add_argument("--fill", default="original", choices=FILLS, help="what the masked area starts as before noising (matters for strength < 1)")
-    masking.add_argument("--color-match", action="store_true", help="match the new region's colour statistics to the pixels around it")
+    masking.add_argument(
+        "--mask-grow", type=int, default=0, metavar="PX", help="dilate the mask by PX pixels (negative erodes)"
+    )
+    masking.add_argument(
+        "--mask-blur", type=int, default=0, metavar="PX", help="feather the paste-back over PX pixels outside the mask"
+    )
+    masking.add_argument(
+        "--no-paste-back", dest="paste_back", action="store_false", help="keep the decoded pixels outside the mask too"
+    )
+    masking.add_argument(
+        "--crop-padding",
+        type=int,
+        metavar="PX",
+        help="inpaint only the mask's window plus PX pixels, at the model's native size",
+    )
+    masking.add_argument(
+        "--fill",
+        default="original",
+        choices=FILLS,
+        help="what the masked area starts as before noising (matters for strength < 1)",
+    )
+    masking.add_argument(
+        "--color-match", action="store_true", help="match the new region's colour statistics to the pixels around it"
+    )
     options = parser.add_argument_group("method options (each belongs to one method; unset = the method's default)")
-    options.add_argument("--blend-start", type=float, help="bld: fraction of the steps skipped, starting from noise (0.25)")
-    options.add_argument("--mask-dilation-iterations", type=int, metavar="N", help="bld: progressive mask shrinking, N dilated masks first (0)")
-    options.add_argument("--reconstruct", choices=RECONSTRUCTIONS, help="bld: background reconstruction after decoding (optimize)")
+    options.add_argument(
+        "--blend-start", type=float, help="bld: fraction of the steps skipped, starting from noise (0.25)"
+    )
+    options.add_argument(
+        "--mask-dilation-iterations",
+        type=int,
+        metavar="N",
+        help="bld: progressive mask shrinking, N dilated masks first (0)",
+    )
+    options.add_argument(
+        "--reconstruct", choices=RECONSTRUCTIONS, help="bld: background reconstruction after decoding (optimize)"
+    )
     options.add_argument("--jump-length", type=int, metavar="J", help="repaint: steps per jump back up (10)")
     options.add_argument("--jump-n-sample", type=int, metavar="R", help="repaint: times each block is resampled (10)")
-    options.add_argument("--known-t", type=int, metavar="T", help="tdpaint: the known region's constant noise level (50)")
+    options.add_argument(
+        "--known-t", type=int, metavar="T", help="tdpaint: the known region's constant noise level (50)"
+    )
     return generation
 
 
 def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the samples come from, and which networks the learned metrics use."""
     source = parser.add_argument_group("samples")
-    source.add_argument("--src", required=True, help="a folder (NAME.png + NAME.mask.png + NAME.txt [+ NAME.gt.png]), a prompts.jsonl/.csv listing, or pipe:SPLIT (the PIPE dataset)")
+    source.add_argument(
+        "--src",
+        required=True,
+        help=(
+            "a folder (NAME.png + NAME.mask.png + NAME.txt [+ NAME.gt.png]), a prompts.jsonl/.csv listing, or "
+            "pipe:SPLIT (the PIPE dataset)"
+        ),
+    )
     source.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N samples")
-    source.add_argument("--pipe-images", default=PIPE_IMAGES, metavar="SOURCE", help=f"PIPE images: hub id, local dataset folder or parquet file (default {PIPE_IMAGES})")
-    source.add_argument("--pipe-masks", default=PIPE_MASKS, metavar="SOURCE", help=f"PIPE masks: hub id, local dataset folder or parquet file (default {PIPE_MASKS})")
+    source.add_argument(
+        "--pipe-images",
+        default=PIPE_IMAGES,
+        metavar="SOURCE",
+        help=f"PIPE images: hub id, local dataset folder or parquet file (default {PIPE_IMAGES})",
+    )
+    source.add_argument(
+        "--pipe-masks",
+        default=PIPE_MASKS,
+        metavar="SOURCE",
+        help=f"PIPE masks: hub id, local dataset folder or parquet file (default {PIPE_MASKS})",
+    )
     learned = parser.add_argument_group("learned metrics")
-    learned.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help=f"CLIP model for the CLIP score: hub id or local folder (default {DEFAULT_CLIP_MODEL})")
-    learned.add_argument("--kid-features", default="inception", choices=KID_FEATURES, help="KID feature extractor: inception (needs torch-fidelity and its weights) or clip (the --clip-model's image tower)")
+    learned.add_argument(
+        "--clip-model",
+        default=DEFAULT_CLIP_MODEL,
+        help=f"CLIP model for the CLIP score: hub id or local folder (default {DEFAULT_CLIP_MODEL})",
+    )
+    learned.add_argument(
+        "--kid-features",
+        default="inception",
+        choices=KID_FEATURES,
+        help=(
+            "KID feature extractor: inception (needs torch-fidelity and its weights) or clip (the --clip-model's image "
+            "tower)"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """Speed and memory options (acceleration.py); none changes pixels beyond float rounding except VAE tiling."""
     group = parser.add_argument_group("speed and memory")
-    group.add_argument("--compile", action="store_true", help="torch.compile the UNet (the first image of each size compiles: slow once, faster after)")
-    group.add_argument("--vae-tiling", default="auto", choices=TILING_MODES, help=f"decode/encode in tiles: auto = above {AUTO_TILING_PIXELS // 2**20} megapixel (recorded in the metadata)")
-    group.add_argument("--offload", action="store_true", help="keep models in CPU memory and move each to the GPU while it runs (small GPUs; CUDA only)")
-    group.add_argument("--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul")
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet (the first image of each size compiles: slow once, faster after)",
+    )
+    group.add_argument(
+        "--vae-tiling",
+        default="auto",
+        choices=TILING_MODES,
+        help=f"decode/encode in tiles: auto = above {AUTO_TILING_PIXELS // 2**20} megapixel (recorded in the metadata)",
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep models in CPU memory and move each to the GPU while it runs (small GPUs; CUDA only)",
+    )
+    group.add_argument(
+        "--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul"
+    )
 
 
 def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
@@ -203,8 +420,14 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
     from .inpainter import Inpainter
 
     return Inpainter.from_pretrained(
-        arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config,
-        compile=arguments.compile, vae_tiling=arguments.vae_tiling, offload=arguments.offload, fuse_qkv=arguments.fuse_qkv,
+        arguments.model,
+        device=arguments.device,
+        dtype=arguments.dtype,
+        config=arguments.config,
+        compile=arguments.compile,
+        vae_tiling=arguments.vae_tiling,
+        offload=arguments.offload,
+        fuse_qkv=arguments.fuse_qkv,
     )
 
 
@@ -216,10 +439,21 @@ def warn_if_untrained(inpainter: Inpainter, model) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})")
-    group.add_argument("--config", help="for a single-file model: a diffusers folder or hub id with the component configs")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})",
+    )
+    group.add_argument(
+        "--config", help="for a single-file model: a diffusers folder or hub id with the component configs"
+    )
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -236,7 +470,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
-        print("inpaintkit: error: out of memory; lower --num-images, use --crop-padding, a smaller image or --dtype fp16.", file=sys.stderr)
+        print(
+            "inpaintkit: error: out of memory; lower --num-images, use --crop-padding, a smaller image or --dtype "
+            "fp16.",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
 
 
@@ -299,7 +537,13 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
     inpainter.check(settings)  # a method the checkpoint or scheduler cannot run fails before any work
     warn_if_untrained(inpainter, arguments.model)
     if not arguments.quiet:
-        log.info("seed %d%s", settings.seed, f" (images use {settings.seed}..{settings.seed + settings.num_images - 1})" if settings.num_images > 1 else "")
+        log.info(
+            "seed %d%s",
+            settings.seed,
+            f" (images use {settings.seed}..{settings.seed + settings.num_images - 1})"
+            if settings.num_images > 1
+            else "",
+        )
     # Image k has its own generator (seed + k), so chunks give the same images as one batch would,
     # and each chunk is saved before the next starts: an interruption loses at most one chunk.
     for first in range(0, settings.num_images, arguments.batch_size):
@@ -338,14 +582,20 @@ def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite:
     else:
         folder = output.parent
         if output.suffix.lower() != ".png":
-            raise InputError(f"Output {output} must end in .png (the settings are stored in PNG metadata) or be a folder.")
-        targets = [output] if len(seeds) == 1 else [output.with_name(f"{output.stem}-{k + 1}.png") for k in range(len(seeds))]
+            raise InputError(
+                f"Output {output} must end in .png (the settings are stored in PNG metadata) or be a folder."
+            )
+        targets = (
+            [output] if len(seeds) == 1 else [output.with_name(f"{output.stem}-{k + 1}.png") for k in range(len(seeds))]
+        )
     if not folder.is_dir():
         raise InputError(f"Output folder {folder} does not exist.")
     check_writable(folder)
     existing = [str(target) for target in targets if target.exists()]
     if existing and not overwrite:
-        raise InputError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace.")
+        raise InputError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass --overwrite to replace."
+        )
     return targets
 
 
@@ -387,8 +637,15 @@ def command_make_tiny_model(arguments: argparse.Namespace) -> int:
 def command_info(arguments: argparse.Namespace) -> int:
     from .models import load_components
 
-    components = load_components(arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config)
-    description = {"model": arguments.model, **components.capabilities.describe(), "device": str(components.device), "dtype": str(components.dtype).removeprefix("torch.")}
+    components = load_components(
+        arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config
+    )
+    description = {
+        "model": arguments.model,
+        **components.capabilities.describe(),
+        "device": str(components.device),
+        "dtype": str(components.dtype).removeprefix("torch."),
+    }
     print(json.dumps(description, indent=2))
     return 0
 
@@ -418,8 +675,14 @@ def command_serve(arguments: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": command_run, "outpaint": command_outpaint, "make-tiny-model": command_make_tiny_model, "info": command_info,
-    "bench": command_bench, "metrics": command_metrics, "ui": command_ui, "serve": command_serve,
+    "run": command_run,
+    "outpaint": command_outpaint,
+    "make-tiny-model": command_make_tiny_model,
+    "info": command_info,
+    "bench": command_bench,
+    "metrics": command_metrics,
+    "ui": command_ui,
+    "serve": command_serve,
 }
 
 

@@ -100,7 +100,10 @@ def crop_to_window(pixels: np.ndarray, mask: np.ndarray, window: Window) -> tupl
 def resize_to_work(cut: np.ndarray, window: Window) -> np.ndarray:
     """The window's pixels (HxWx3 uint8, already cut out) resized to the work size."""
     size = (window.work_width, window.work_height)
-    return np.asarray(Image.fromarray(np.ascontiguousarray(cut, dtype=np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
+    return np.asarray(
+        Image.fromarray(np.ascontiguousarray(cut, dtype=np.uint8)).resize(size, Image.Resampling.LANCZOS),
+        dtype=np.uint8,
+    )
 
 
 def crop_mask(mask: np.ndarray, window: Window) -> np.ndarray:

@@ -27,12 +27,16 @@ def resolve_device(device: str) -> torch.device:
         raise InputError(f"Device '{device}' was asked for but this PyTorch build sees no CUDA GPU; use --device cpu.")
     index = device.partition(":")[2]
     if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise InputError(f"Device '{device}' does not exist; this machine has CUDA devices 0..{torch.cuda.device_count() - 1}.")
+        raise InputError(
+            f"Device '{device}' does not exist; this machine has CUDA devices 0..{torch.cuda.device_count() - 1}."
+        )
     return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA; on a CPU, bf16 where it multiplies bf16 in hardware, else fp32. A torch.dtype passes through."""
+    """auto: fp16 on CUDA; on a CPU, bf16 where it multiplies bf16 in hardware, else fp32. A torch.dtype passes
+    through.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
@@ -68,7 +72,12 @@ def limit_cpu_threads(cgroup_root: Path = CGROUP_ROOT) -> None:
     quota = cpu_quota(cgroup_root)
     if quota is None or "OMP_NUM_THREADS" in os.environ or torch.get_num_threads() <= quota:
         return
-    log.info("Using %d CPU threads: this process may use %d CPUs (cgroup quota), not %d.", quota, quota, torch.get_num_threads())
+    log.info(
+        "Using %d CPU threads: this process may use %d CPUs (cgroup quota), not %d.",
+        quota,
+        quota,
+        torch.get_num_threads(),
+    )
     torch.set_num_threads(quota)
 
 

@@ -94,7 +94,16 @@ def denoise(
         # 4. Latents, drawing random numbers per image in diffusers' order: z0, noise, masked-image latents.
         set_vae_tiling(components.vae, components.acceleration.tiles(*pixels.shape[:2]))
         state, latents, condition = prepare_latents(
-            components, method, settings, scheduler, timesteps, timestep_values, generators, image, pixel_mask, masked_image,
+            components,
+            method,
+            settings,
+            scheduler,
+            timesteps,
+            timestep_values,
+            generators,
+            image,
+            pixel_mask,
+            masked_image,
             change_map,
         )
         latents = method.start(state, latents)
@@ -139,8 +148,12 @@ def encode_prompt(components: Components, settings: InpaintSettings, guided: boo
     tokenizer, encoder = components.tokenizer, components.text_encoder
     warn_if_truncated(tokenizer, settings.prompt, "prompt")
     warn_if_truncated(tokenizer, settings.negative_prompt, "negative prompt")
-    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt")
-    attention_mask = tokens.attention_mask.to(components.device) if getattr(encoder.config, "use_attention_mask", False) else None
+    tokens = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    attention_mask = (
+        tokens.attention_mask.to(components.device) if getattr(encoder.config, "use_attention_mask", False) else None
+    )
     embeddings = encoder(tokens.input_ids.to(components.device), attention_mask=attention_mask)[0]
     embeddings = embeddings.to(dtype=encoder.dtype)
     return embeddings.repeat_interleave(settings.num_images, dim=0)
@@ -149,7 +162,9 @@ def encode_prompt(components: Components, settings: InpaintSettings, guided: boo
 def warn_if_truncated(tokenizer, text: str, what: str) -> None:
     token_count = len(tokenizer(text, truncation=False).input_ids)
     if token_count > tokenizer.model_max_length:
-        log.warning("The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length)
+        log.warning(
+            "The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length
+        )
 
 
 def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch.Tensor:
@@ -161,7 +176,17 @@ def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch
 
 
 def prepare_latents(
-    components, method, settings, scheduler, timesteps, timestep_values, generators, image, pixel_mask, masked_image, change_map,
+    components,
+    method,
+    settings,
+    scheduler,
+    timesteps,
+    timestep_values,
+    generators,
+    image,
+    pixel_mask,
+    masked_image,
+    change_map,
 ):
     """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
     vae, device, dtype = components.vae, components.device, components.dtype
@@ -200,9 +225,18 @@ def prepare_latents(
         change = F.interpolate(torch.tensor(change_map)[None, None].float(), size=(height, width), mode="area")
         change = change.to(device, dtype).repeat(len(generators), 1, 1, 1)
     state = LoopState(
-        components=components, settings=settings, scheduler=scheduler, timesteps=timesteps,
-        timestep_values=timestep_values, generators=generators,
-        known_latents=known_latents, noise=noise, mask=latent_mask, change=change, image=image, pixel_mask=pixel_mask,
+        components=components,
+        settings=settings,
+        scheduler=scheduler,
+        timesteps=timesteps,
+        timestep_values=timestep_values,
+        generators=generators,
+        known_latents=known_latents,
+        noise=noise,
+        mask=latent_mask,
+        change=change,
+        image=image,
+        pixel_mask=pixel_mask,
     )
     return state, latents, condition
 

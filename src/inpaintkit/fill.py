@@ -9,7 +9,6 @@ from .errors import InputError
 from .masks import Box, box_in_part, expand_box
 from .names import FILLS
 
-
 # Telea/NS neighbourhood in pixels. OpenCV's examples use 3; 5 smooths a little more. Anything
 # finer does not matter: the fill is noised and encoded at 1/8 resolution (one latent cell = 8 px).
 INPAINT_RADIUS = 5
@@ -61,7 +60,9 @@ def fill_window(pixels: np.ndarray, mask: np.ndarray, how: str, seed: int, box: 
 
 
 def noise_image(shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Uniform random uint8 colours, drawn for the whole image: a pixel's colour depends only on the seed and the size."""
+    """Uniform random uint8 colours, drawn for the whole image: a pixel's colour depends only on the seed and the
+    size.
+    """
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
 
 

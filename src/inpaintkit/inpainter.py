@@ -11,16 +11,16 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .acceleration import Acceleration, accelerate
 from .color import RING_PIXELS, match_color
 from .crop import Window, crop_map, crop_mask, paste_window, resize_to_work, window_around
-from .errors import InputError
 from .engine import StepCallback, build_scheduler, denoise
+from .errors import InputError
 from .fill import fill_masked, fill_window
 from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
 from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
-from .acceleration import Acceleration, accelerate
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
 from .outpaint import expand_canvas
 from .settings import InpaintSettings
@@ -62,7 +62,10 @@ class Inpainter:
         load_device = "cpu" if offload else device
         components = load_components(model, device=load_device, dtype=resolve_dtype(dtype, torch_device), config=config)
         if dtype == "auto" and torch_device.type == "cpu" and components.dtype == torch.bfloat16:
-            log.info("Running in bf16: this CPU has bf16 instructions, about 1.8x faster than fp32 (--dtype fp32 for full precision).")
+            log.info(
+                "Running in bf16: this CPU has bf16 instructions, about 1.8x faster than fp32 (--dtype fp32 for full "
+                "precision)."
+            )
         components.device = torch_device
         accelerate(components, acceleration)
         return cls(components)
@@ -123,16 +126,24 @@ class Inpainter:
             generated, box, tiled = self._generate(pixels, regions, settings, method, callback)
             images = [self._finish(each, box, pixels, regions, settings, method) for each in generated]
         else:
-            log.warning("The mask is empty (all black%s); returning the input unchanged.", " after --mask-grow" if mask_values.max() >= 0.5 else "")
+            log.warning(
+                "The mask is empty (all black%s); returning the input unchanged.",
+                " after --mask-grow" if mask_values.max() >= 0.5 else "",
+            )
             images = [pixels] * settings.num_images
-        return [self._with_parameters(Image.fromarray(each), settings, method, seed, tiled) for each, seed in zip(images, settings.seeds())]
+        return [
+            self._with_parameters(Image.fromarray(each), settings, method, seed, tiled)
+            for each, seed in zip(images, settings.seeds())
+        ]
 
     def check(self, settings: InpaintSettings) -> Method:
         """The method these settings ask for, checked against this model and its scheduler (cheap, no inference)."""
         method = resolve_method(settings.method, self.capabilities, settings)
         training_steps = self.components.scheduler_config.get("num_train_timesteps", 1000)
         if settings.steps > training_steps:
-            raise InputError(f"Steps must be at most the model's {training_steps} training timesteps, got {settings.steps}.")
+            raise InputError(
+                f"Steps must be at most the model's {training_steps} training timesteps, got {settings.steps}."
+            )
         scheduler = build_scheduler(method, settings, self.components.scheduler_config)
         scheduler.set_timesteps(settings.steps)
         if float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000 steps
@@ -142,7 +153,9 @@ class Inpainter:
             )
         return method
 
-    def _generate(self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback) -> tuple[np.ndarray, Box, bool]:
+    def _generate(
+        self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback
+    ) -> tuple[np.ndarray, Box, bool]:
         """Fill the hole, cut the crop window (if asked), run the engine, and put the window back.
 
         Returns the generated images' part inside a box (outside it they are the input), that box, and whether the
@@ -153,15 +166,21 @@ class Inpainter:
             return outputs, (slice(None), slice(None)), tiled
         # Nothing outside the window changes, so no pixel work needs more than the window and what finishing reads.
         window = window_around(regions.box, pixels.shape, settings.crop_padding, self.capabilities.native_size)
-        work_pixels = resize_to_work(fill_window(pixels, regions.repaint, settings.fill, settings.seed, window.box), window)
+        work_pixels = resize_to_work(
+            fill_window(pixels, regions.repaint, settings.fill, settings.seed, window.box), window
+        )
         work_change = None if regions.change is None else crop_map(regions.change, window)
-        outputs, tiled = self._denoise_padded(work_pixels, crop_mask(regions.repaint, window), work_change, settings, method, callback)
+        outputs, tiled = self._denoise_padded(
+            work_pixels, crop_mask(regions.repaint, window), work_change, settings, method, callback
+        )
         box = self._finish_box(window, regions, settings, pixels.shape)
         return np.stack([paste_window(pixels[box], each, window.inside(box)) for each in outputs]), box, tiled
 
     @staticmethod
     def _finish_box(window: Window, regions: MaskRegions, settings: InpaintSettings, shape: tuple[int, ...]) -> Box:
-        """The part of the image that finishing a cropped job reads: the window, and the ring colour matching samples."""
+        """The part of the image that finishing a cropped job reads: the window, and the ring colour matching
+        samples.
+        """
         if not settings.color_match:
             return window.box
         return union_box(window.box, expand_box(regions.box, RING_PIXELS, shape))
@@ -173,12 +192,25 @@ class Inpainter:
         padded = pad_to_multiple(pixels, factor, mode="edge")
         padded_change = None if change is None else pad_to_multiple(change, factor, mode="constant")
         output = denoise(
-            self.components, method, padded, pad_to_multiple(repaint, factor, mode="constant"), settings, callback, padded_change,
+            self.components,
+            method,
+            padded,
+            pad_to_multiple(repaint, factor, mode="constant"),
+            settings,
+            callback,
+            padded_change,
         )
         return output[:, :height, :width], self.components.acceleration.tiles(*padded.shape[:2])
 
     @staticmethod
-    def _finish(generated: np.ndarray, box: Box, original: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method) -> np.ndarray:
+    def _finish(
+        generated: np.ndarray,
+        box: Box,
+        original: np.ndarray,
+        regions: MaskRegions,
+        settings: InpaintSettings,
+        method: Method,
+    ) -> np.ndarray:
         """Pixel-space finishing: the method's reconstruction, colour match, then paste-back.
 
         `generated` is the part `box` of the image; outside it the result is the original."""
@@ -193,17 +225,25 @@ class Inpainter:
         result[box] = finished
         return result
 
-    def _with_parameters(self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int, tiled: bool) -> Image.Image:
+    def _with_parameters(
+        self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int, tiled: bool
+    ) -> Image.Image:
         acceleration = self.components.acceleration
         parameters = {
-            **settings.as_dict(), "seed": seed, "method": method.name, "model": self.components.name, "inpaintkit": __version__,
-            "device": self.components.device.type, "dtype": str(self.components.dtype).removeprefix("torch."),
+            **settings.as_dict(),
+            "seed": seed,
+            "method": method.name,
+            "model": self.components.name,
+            "inpaintkit": __version__,
+            "device": self.components.device.type,
+            "dtype": str(self.components.dtype).removeprefix("torch."),
             # The options that can change pixels (beyond float rounding) are recorded with the image.
-            "vae_tiling": tiled, "compile": acceleration.compile, "fuse_qkv": acceleration.fuse_qkv,
+            "vae_tiling": tiled,
+            "compile": acceleration.compile,
+            "fuse_qkv": acceleration.fuse_qkv,
         }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
         if self.capabilities.untrained:
             parameters["model_untrained"] = True
         image.info["inpaintkit"] = parameters
         return image
-

@@ -49,7 +49,9 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
         except UnidentifiedImageError:
             raise InputError(f"The {what} file {path} is not an image format Pillow can read.") from None
         except (OSError, SyntaxError, ValueError) as error:
-            raise InputError(f"The {what} file {path} could not be decoded ({first_line(error)}); it may be truncated or corrupt.") from None
+            raise InputError(
+                f"The {what} file {path} could not be decoded ({first_line(error)}); it may be truncated or corrupt."
+            ) from None
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -159,8 +161,13 @@ def png_metadata(parameters: dict) -> PngImagePlugin.PngInfo:
     """PNG text chunks: 'inpaintkit' holds the settings as JSON, 'parameters' a human-readable line."""
     info = PngImagePlugin.PngInfo()
     info.add_text("inpaintkit", json.dumps(parameters, sort_keys=True))
-    readable = ", ".join(f"{key}: {value}" for key, value in parameters.items() if key not in ("prompt", "negative_prompt"))
-    info.add_text("parameters", f"{parameters.get('prompt', '')}\nNegative prompt: {parameters.get('negative_prompt', '')}\n{readable}")
+    readable = ", ".join(
+        f"{key}: {value}" for key, value in parameters.items() if key not in ("prompt", "negative_prompt")
+    )
+    info.add_text(
+        "parameters",
+        f"{parameters.get('prompt', '')}\nNegative prompt: {parameters.get('negative_prompt', '')}\n{readable}",
+    )
     return info
 
 

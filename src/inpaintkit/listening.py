@@ -16,7 +16,9 @@ def check_can_listen(host: str, port: int) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
             probe.bind(address)
     except OSError as error:
-        raise InputError(f"Cannot serve on {host}:{port} ({error.strerror or error}); pass another --port or --host.") from None
+        raise InputError(
+            f"Cannot serve on {host}:{port} ({error.strerror or error}); pass another --port or --host."
+        ) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -40,7 +40,9 @@ def mask_regions(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: boo
     )
 
 
-def _maps(mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: bool) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def _maps(
+    mask: np.ndarray, grow_pixels: int, blur_pixels: int, soft: bool
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """(repaint, weight, change) as MaskRegions describes them."""
     if soft:
         change = soft_change_map(mask, grow_pixels, blur_pixels)

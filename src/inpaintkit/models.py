@@ -117,7 +117,9 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
     from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
 
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise InputError(f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder.")
+        raise InputError(
+            f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder."
+        )
     kwargs = dict(dtype=dtype, **extras)
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
@@ -125,14 +127,24 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
         kwargs.update(config=str(config_folder), local_files_only=True)
         # diffusers builds the UNet from the config folder; the checkpoint says whether it is a 9-channel one.
         in_channels = _checkpoint_unet_in_channels(path)
-        folder_in_channels = json.loads((config_folder / "unet" / "config.json").read_text(encoding="utf-8"))["in_channels"]
+        folder_in_channels = json.loads((config_folder / "unet" / "config.json").read_text(encoding="utf-8"))[
+            "in_channels"
+        ]
         if in_channels is not None and in_channels != folder_in_channels:
             kwargs["unet"] = _call_loader(
-                str(path), UNet2DConditionModel.from_single_file, str(path), config=str(config_folder),
-                subfolder="unet", in_channels=in_channels, local_files_only=True, dtype=dtype,
+                str(path),
+                UNet2DConditionModel.from_single_file,
+                str(path),
+                config=str(config_folder),
+                subfolder="unet",
+                in_channels=in_channels,
+                local_files_only=True,
+                dtype=dtype,
             )
     elif config is not None and Path(config).exists():
-        raise InputError(f"--config {config} is a file; give a diffusers folder (or a hub id) with the component configs.")
+        raise InputError(
+            f"--config {config} is a file; give a diffusers folder (or a hub id) with the component configs."
+        )
     elif config is not None:
         kwargs["config"] = str(config)
     return _call_loader(str(path), StableDiffusionInpaintPipeline.from_single_file, str(path), **kwargs)
@@ -141,7 +153,10 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
 def _check_tokenizer_files(folder: Path) -> None:
     """Without them transformers silently invents a useless 2-token tokenizer (or fails deep inside)."""
     tokenizer = folder / "tokenizer"
-    if not ((tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file()) and not (tokenizer / "tokenizer.json").is_file():
+    if (
+        not ((tokenizer / "vocab.json").is_file() and (tokenizer / "merges.txt").is_file())
+        and not (tokenizer / "tokenizer.json").is_file()
+    ):
         raise InputError(f"Folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
 
 
@@ -173,10 +188,14 @@ def _check_diffusers_folder(path: Path) -> None:
     except (OSError, ValueError) as error:
         raise InputError(f"Model folder {path} has an unreadable model_index.json ({error}).") from None
     if "text_encoder_2" in index:
-        raise InputError(f"Model folder {path} is an SDXL-style model (two text encoders); only SD 1.x/2.x are supported.")
+        raise InputError(
+            f"Model folder {path} is an SDXL-style model (two text encoders); only SD 1.x/2.x are supported."
+        )
     missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
     if missing:
-        raise InputError(f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a Stable Diffusion model has.")
+        raise InputError(
+            f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a Stable Diffusion model has."
+        )
     _check_tokenizer_files(path)
 
 
@@ -194,7 +213,12 @@ def _loading_failure(model: str, error: Exception) -> str:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     text = str(error)
-    if isinstance(error, LocalEntryNotFoundError) or "not fully cached" in text or "outgoing traffic has been disabled" in text or "offline" in text.lower():
+    if (
+        isinstance(error, LocalEntryNotFoundError)
+        or "not fully cached" in text
+        or "outgoing traffic has been disabled" in text
+        or "offline" in text.lower()
+    ):
         if Path(model).suffix.lower() in SINGLE_FILE_SUFFIXES:
             return (
                 f"Single-file model {model} needs its component configs from the hub, which cannot be reached; "
@@ -202,10 +226,14 @@ def _loading_failure(model: str, error: Exception) -> str:
             )
         head = Path(model).parts[0]
         if Path(head).is_dir():  # probably a mistyped local path rather than a hub id
-            return f"Model '{model}' is neither a folder here (there is a {head}/, but no {model}) nor a cached hub model; check the path."
+            return (
+                f"Model '{model}' is neither a folder here (there is a {head}/, but no {model}) "
+                "nor a cached hub model; check the path."
+            )
         return (
             f"Model '{model}' is not in the local Hugging Face cache and the hub cannot be reached; "
-            f"download it on a connected machine (hf download {model}) or pass a local folder or .safetensors file with --model."
+            f"download it on a connected machine (hf download {model}) or pass a local folder or .safetensors file "
+            "with --model."
         )
     return f"Could not load model '{model}': {first_line(error)}."
 
@@ -215,7 +243,10 @@ def read_capabilities(pipeline, model: str) -> Capabilities:
     unet_config, vae_config = pipeline.unet.config, pipeline.vae.config
     in_channels = int(unet_config.in_channels)
     if in_channels not in (4, 9):
-        raise InputError(f"Model '{model}' has a UNet with {in_channels} input channels; only 4 (ordinary) or 9 (inpainting) are supported.")
+        raise InputError(
+            f"Model '{model}' has a UNet with {in_channels} input channels; only 4 (ordinary) or 9 (inpainting) are "
+            "supported."
+        )
     if getattr(unet_config, "time_cond_proj_dim", None) is not None:
         raise InputError(f"Model '{model}' is a guidance-distilled (LCM-style) UNet, which is not supported yet.")
     vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)

@@ -24,7 +24,8 @@ METHOD_SUMMARIES: dict[str, str] = {
     "blend": "Per-step latent blending: works with any checkpoint, 4- or 9-channel.",
     "bld": "Blended Latent Diffusion: blend from pure noise, progressive mask shrinking, background reconstruction.",
     "soft": "Per-pixel strength from a grayscale mask (Differential Diffusion); --mask-blur reaches the denoiser.",
-    "repaint": "RePaint resampling: go back up in noise and redo steps so the hole agrees with its border (about r times slower).",
+    "repaint": "RePaint resampling: go back up in noise and redo steps so the hole agrees with its border (about r "
+    "times slower).",
     "tdpaint": "Ablation: the known region is shown to the UNet at a small constant noise level (zero-shot TD-Paint).",
 }
 METHOD_NAMES = ("auto", *METHOD_SUMMARIES)

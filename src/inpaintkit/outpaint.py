@@ -7,7 +7,9 @@ import numpy as np
 from .errors import InputError
 
 
-def expand_canvas(pixels: np.ndarray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def expand_canvas(
+    pixels: np.ndarray, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """The image placed on a canvas grown by the given pixels, and the mask of the new area (1 = paint).
 
     The new area is pre-filled by repeating the edge pixels outwards, a neutral start for strength < 1

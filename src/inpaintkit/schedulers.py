@@ -36,5 +36,7 @@ def make_scheduler(name: str, model_config: dict[str, Any]):
         class_name, overrides = SCHEDULERS[name]
     scheduler_class = getattr(diffusers, class_name, None)
     if scheduler_class is None:
-        raise InputError(f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler.")
+        raise InputError(
+            f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
+        )
     return scheduler_class.from_config(model_config, **overrides)

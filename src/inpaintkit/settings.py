@@ -61,7 +61,8 @@ class InpaintSettings:
             raise InputError(f"Steps must be at least 1, got {self.steps}.")
         if int(self.steps * self.strength) < 1:
             raise InputError(
-                f"Strength {self.strength} with {self.steps} steps leaves no denoising step; raise the strength or the steps."
+                f"Strength {self.strength} with {self.steps} steps leaves no denoising step; raise the strength or the "
+                "steps."
             )
         if not 0 <= self.guidance <= MAX_GUIDANCE:
             raise InputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
@@ -86,12 +87,16 @@ class InpaintSettings:
             if value is None and field.name in OPTIONAL_FIELDS:
                 continue
             kind = FIELD_KINDS[field.name]
-            accepted = isinstance(value, KIND_CLASSES[kind]) and (kind == "boolean" or not isinstance(value, (bool, np.bool_)))
+            accepted = isinstance(value, KIND_CLASSES[kind]) and (
+                kind == "boolean" or not isinstance(value, (bool, np.bool_))
+            )
             if not accepted:
                 raise InputError(f"Setting {field.name} must be {KIND_NAMES[kind]}, got {value!r}.")
             if kind in ("number", "whole") and isinstance(value, numbers.Integral) and abs(int(value)) > MAX_WHOLE:
                 # Python ints are unbounded; beyond int64 torch and numpy cannot take them, nor float() past 1e308.
-                raise InputError(f"Setting {field.name} is far outside any useful range (a whole number of more than 19 digits).")
+                raise InputError(
+                    f"Setting {field.name} is far outside any useful range (a whole number of more than 19 digits)."
+                )
             value = KIND_TYPES[kind](value)
             if kind == "number" and not math.isfinite(value):
                 raise InputError(f"Setting {field.name} must be a finite number, got {value!r}.")

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import torch
 
-UNTRAINED_NOTE = "UNTRAINED random weights written by `inpaintkit make-tiny-model`: for offline tests only, outputs are noise."
+UNTRAINED_NOTE = (
+    "UNTRAINED random weights written by `inpaintkit make-tiny-model`: for offline tests only, outputs are noise."
+)
 UNTRAINED_MARKER = "_inpaintkit_untrained"
 
 
 def _bytes_to_unicode() -> list[str]:
     """CLIP's (and GPT-2's) reversible map from the 256 byte values to printable characters."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes, extra = [], 0
     for byte in range(256):
         if byte in printable:
@@ -185,7 +189,13 @@ def make_tiny_clip_model(folder: str | Path, seed: int = 0) -> Path:
     vocab_size = write_byte_level_clip_tokenizer(folder)
     tower = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     config = CLIPConfig(
-        text_config=dict(tower, vocab_size=vocab_size, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1),
+        text_config=dict(
+            tower,
+            vocab_size=vocab_size,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+        ),
         vision_config=dict(tower, image_size=32, patch_size=8),
         projection_dim=16,
     )

@@ -18,8 +18,8 @@ from ..methods import METHOD_OPTIONS, METHODS
 from ..names import DEFAULT_SEED
 from ..settings import InpaintSettings
 from .pipe import parse_pipe_source, read_pipe
-from .samples import IMAGE_SUFFIXES, Sample, read_samples
 from .run import Evaluation, evaluate
+from .samples import IMAGE_SUFFIXES, Sample, read_samples
 
 log = logging.getLogger("inpaintkit")
 SCORING_PACKAGES = ("torchmetrics", "matplotlib")  # SSIM and CLIP score; the charts
@@ -42,23 +42,41 @@ def command_bench(arguments: argparse.Namespace) -> int:
     device = resolve_device(arguments.device)
     arguments.dtype = dtype_flag(resolve_dtype(arguments.dtype, device))  # the model then loads in exactly this one
     run = {
-        "model": str(arguments.model), "config": arguments.config, "device": str(device), "dtype": arguments.dtype,
-        "compile": arguments.compile, "vae_tiling": arguments.vae_tiling, "fuse_qkv": arguments.fuse_qkv, "settings": base,
+        "model": str(arguments.model),
+        "config": arguments.config,
+        "device": str(device),
+        "dtype": arguments.dtype,
+        "compile": arguments.compile,
+        "vae_tiling": arguments.vae_tiling,
+        "fuse_qkv": arguments.fuse_qkv,
+        "settings": base,
     }
     check_same_run(dst, run, arguments.overwrite)
     inpainter = inpainter_from_arguments(arguments)
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
-    write_text_atomic(dst / RUN_FILE, json.dumps(run, indent=2) + "\n")  # only now: a run that never started binds nothing
+    write_text_atomic(
+        dst / RUN_FILE, json.dumps(run, indent=2) + "\n"
+    )  # only now: a run that never started binds nothing
     warn_if_untrained(inpainter, arguments.model)
     learned = load_metrics(arguments, inpainter.components.device) if arguments.metric else None
     info = {
-        "source": arguments.src, "model": str(arguments.model), "device": inpainter.components.device.type,
-        "dtype": str(inpainter.components.dtype).removeprefix("torch."), "settings": base,
+        "source": arguments.src,
+        "model": str(arguments.model),
+        "device": inpainter.components.device.type,
+        "dtype": str(inpainter.components.dtype).removeprefix("torch."),
+        "settings": base,
     }
     evaluation = Evaluation(
-        samples, methods, dst, lambda sample, method: dst / method / f"{sample}.png",
-        generate=generator(inpainter, base), fingerprint=run, learned=learned, overwrite=arguments.overwrite, info=info,
+        samples,
+        methods,
+        dst,
+        lambda sample, method: dst / method / f"{sample}.png",
+        generate=generator(inpainter, base),
+        fingerprint=run,
+        learned=learned,
+        overwrite=arguments.overwrite,
+        info=info,
     )
     return finish(evaluation, quiet=arguments.quiet)
 
@@ -68,7 +86,11 @@ def command_metrics(arguments: argparse.Namespace) -> int:
     pred = arguments.pred
     if not pred.is_dir():
         raise InputError(f"--pred {pred} is not a folder.")
-    folders = {method: pred / method for method in parse_methods(arguments.method, "--method", known_only=False)} if arguments.method else prediction_folders(pred)
+    folders = (
+        {method: pred / method for method in parse_methods(arguments.method, "--method", known_only=False)}
+        if arguments.method
+        else prediction_folders(pred)
+    )
     absent = [str(folder) for folder in folders.values() if not folder.is_dir()]
     if absent:
         raise InputError(f"No prediction folder {', '.join(absent)}; --method names subfolders of --pred.")
@@ -76,7 +98,14 @@ def command_metrics(arguments: argparse.Namespace) -> int:
     dst = prepare_dst(arguments.dst or pred, [])
     learned = load_metrics(arguments, resolve_device(arguments.device))
     info = {"source": arguments.src, "predictions": str(pred)}
-    evaluation = Evaluation(samples, list(folders), dst, lambda sample, method: find_prediction(folders[method], sample), learned=learned, info=info)
+    evaluation = Evaluation(
+        samples,
+        list(folders),
+        dst,
+        lambda sample, method: find_prediction(folders[method], sample),
+        learned=learned,
+        info=info,
+    )
     return finish(evaluation, quiet=arguments.quiet)
 
 
@@ -84,7 +113,10 @@ def finish(evaluation: Evaluation, quiet: bool) -> int:
     total = len(evaluation.samples) * len(evaluation.methods)
     with Progress(total, enabled=not quiet) as on_output:
         summary = evaluate(evaluation, on_output)
-    print(f"{evaluation.dst / 'report.md'}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped", flush=True)
+    print(
+        f"{evaluation.dst / 'report.md'}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped",
+        flush=True,
+    )
     return 0
 
 
@@ -92,11 +124,16 @@ def require_scoring_packages() -> None:
     """SSIM and the charts need the [eval] extra: say so before any work, not after the first sample."""
     missing = [package for package in SCORING_PACKAGES if importlib.util.find_spec(package) is None]
     if missing:
-        raise InputError(f"Scoring needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: pip install 'inpaintkit[eval]'.")
+        raise InputError(
+            f"Scoring needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: pip "
+            "install 'inpaintkit[eval]'."
+        )
 
 
 def parse_methods(text: str, flag: str, known_only: bool = True) -> list[str]:
-    """'blend,native' -> ['blend', 'native'], each named once (and a known method, if `known_only`); errors name `flag`."""
+    """'blend,native' -> ['blend', 'native'], each named once (and a known method, if `known_only`); errors name
+    `flag`.
+    """
     methods = [name.strip() for name in text.split(",") if name.strip()]
     if not methods:
         raise InputError(f"{flag} names no method; give e.g. {flag} blend,native.")
@@ -111,7 +148,11 @@ def parse_methods(text: str, flag: str, known_only: bool = True) -> list[str]:
 
 def bench_settings_base(arguments: argparse.Namespace) -> dict[str, Any]:
     """The run settings given on the command line (every InpaintSettings field bench has a flag for)."""
-    base = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings) if hasattr(arguments, field.name)}
+    base = {
+        field.name: getattr(arguments, field.name)
+        for field in fields(InpaintSettings)
+        if hasattr(arguments, field.name)
+    }
     base["seed"] = DEFAULT_SEED if base.get("seed") is None else base["seed"]
     return base
 
@@ -130,8 +171,11 @@ def generator(inpainter, base: dict[str, Any]) -> Callable:
         with measured(inpainter.components.device) as measurement:
             image = inpainter.run(pixels.image, pixels.mask, settings)[0]
         parameters = {
-            **image.info["inpaintkit"], "sample": sample.name, "seconds": measurement.seconds,
-            "peak_memory_mb": measurement.peak_memory_mb, "memory_kind": measurement.memory_kind,
+            **image.info["inpaintkit"],
+            "sample": sample.name,
+            "seconds": measurement.seconds,
+            "peak_memory_mb": measurement.peak_memory_mb,
+            "memory_kind": measurement.memory_kind,
         }
         return image, parameters
 
@@ -176,7 +220,8 @@ def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
     changed += [key for key in run if key != "settings" and previous.get(key) != run[key]]
     if changed:
         raise InputError(
-            f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to resume, "
+            f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to "
+            "resume, "
             "or --overwrite to make every output again."
         )
 
@@ -190,10 +235,15 @@ def load_metrics(arguments: argparse.Namespace, device):
 
 def prediction_folders(pred: Path) -> dict[str, Path]:
     """Method name -> folder of its outputs: PRED's subfolders with images, or PRED itself (named after it)."""
+
     def has_images(folder: Path) -> bool:
         return any(path.suffix.lower() in IMAGE_SUFFIXES for path in folder.iterdir())
 
-    folders = {folder.name: folder for folder in sorted(pred.iterdir()) if folder.is_dir() and folder.name not in ("grids", "charts") and has_images(folder)}
+    folders = {
+        folder.name: folder
+        for folder in sorted(pred.iterdir())
+        if folder.is_dir() and folder.name not in ("grids", "charts") and has_images(folder)
+    }
     if folders:
         return folders
     if has_images(pred):

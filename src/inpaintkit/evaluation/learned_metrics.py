@@ -65,13 +65,16 @@ class ClipScorer:
     @torch.no_grad()
     def __call__(self, image: np.ndarray, prompt: str) -> float:
         self.metric.reset()
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)  # CLIPScore runs where its input is
+        pixels = (
+            torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(self.device)
+        )  # CLIPScore runs where its input is
         self.metric.update(pixels, [self.fit(prompt)])
         return float(self.metric.compute())
 
     def fit(self, prompt: str) -> str:
         """The longest word prefix of the prompt that fits CLIP's 77 tokens. torchmetrics would cut the
         tokens itself and lose the end-of-text token, whose embedding CLIP's text feature is."""
+
         def fits(words: list[str]) -> bool:
             return len(self.tokenizer(" ".join(words)).input_ids) <= self.tokenizer.model_max_length
 
@@ -110,8 +113,12 @@ class LearnedMetrics:
     unavailable: dict[str, str] = field(default_factory=dict)  # metric family -> reason
 
 
-def load_learned_metrics(clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str = "inception", device: torch.device = CPU) -> LearnedMetrics:
-    """Load the CLIP model and the KID extractor on `device`; each one that fails is recorded as unavailable with its reason."""
+def load_learned_metrics(
+    clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str = "inception", device: torch.device = CPU
+) -> LearnedMetrics:
+    """Load the CLIP model and the KID extractor on `device`; each one that fails is recorded as unavailable with its
+    reason.
+    """
     learned = LearnedMetrics(kid_name=kid_features, device=device)
     clip_pair = None
     try:
@@ -121,7 +128,9 @@ def load_learned_metrics(clip_model: str = DEFAULT_CLIP_MODEL, kid_features: str
         learned.unavailable["clip"] = f"CLIP model {clip_model} could not be loaded: {first_line(error)}"
     if kid_features == "clip":
         if clip_pair is None:
-            learned.unavailable["kid"] = f"KID with CLIP features needs the CLIP model, which could not be loaded ({clip_model})"
+            learned.unavailable["kid"] = (
+                f"KID with CLIP features needs the CLIP model, which could not be loaded ({clip_model})"
+            )
         else:
             learned.kid_features = ClipImageFeatures(*clip_pair)
     else:
@@ -139,7 +148,9 @@ def load_clip(model_id: str):
     from transformers import CLIPModel, CLIPProcessor
 
     if model_id.startswith(("/", ".", "~")) and not Path(model_id).expanduser().exists():
-        raise FileNotFoundError(f"no such folder {model_id}")  # rather than transformers' "Repo id must be in the form..."
+        raise FileNotFoundError(
+            f"no such folder {model_id}"
+        )  # rather than transformers' "Repo id must be in the form..."
     return CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id)
 
 
@@ -163,7 +174,9 @@ def choose_subset_size(samples: int) -> int:
     return min(MAX_SUBSET_SIZE, max(2, samples // 2))
 
 
-def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], features: torch.nn.Module, device: torch.device = CPU) -> KidResult:
+def kernel_inception_distance(
+    real: list[np.ndarray], fake: list[np.ndarray], features: torch.nn.Module, device: torch.device = CPU
+) -> KidResult:
     """KID between two sets of crops (each resized to 299x299); needs at least 2 of each. Reproducible (seeded subsets).
 
     The features are computed on `device`, KID_BATCH crops at a time."""
@@ -180,7 +193,9 @@ def kernel_inception_distance(real: list[np.ndarray], fake: list[np.ndarray], fe
         for crops, is_real in ((real, True), (fake, False)):
             for start in range(0, len(crops), KID_BATCH):
                 metric.update(_batch(crops[start : start + KID_BATCH]).to(device), real=is_real)
-        with torch.random.fork_rng(devices=[]):  # the subsets are drawn with torch's global RNG: fix it, leave it as it was
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the subsets are drawn with torch's global RNG: fix it, leave it as it was
             torch.manual_seed(0)
             mean, std = metric.compute()
     return KidResult(float(mean), float(std), subset_size, samples)

@@ -31,7 +31,9 @@ def parse_pipe_source(source: str) -> Optional[str]:
     return split
 
 
-def read_pipe(split: str, limit: Optional[int] = None, images: str = PIPE_IMAGES, masks: str = PIPE_MASKS) -> list[Sample]:
+def read_pipe(
+    split: str, limit: Optional[int] = None, images: str = PIPE_IMAGES, masks: str = PIPE_MASKS
+) -> list[Sample]:
     """The first `limit` PIPE rows of `split` that have a mask, as samples (images decoded lazily)."""
     image_table = open_table(images, split, IMAGE_COLUMNS)
     mask_table = open_table(masks, split, MASK_COLUMNS)
@@ -58,7 +60,9 @@ def open_table(source: str, split: str, required: tuple[str, ...]):
     datasets.disable_progress_bars()
     path = Path(source).expanduser()
     if not path.exists() and (source.startswith(("/", ".", "~")) or path.suffix == ".parquet"):
-        raise InputError(f"{source} does not exist (a PIPE source is a hub id, a local dataset folder or a parquet file).")
+        raise InputError(
+            f"{source} does not exist (a PIPE source is a hub id, a local dataset folder or a parquet file)."
+        )
     try:
         if path.is_file():
             table = datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
@@ -91,7 +95,9 @@ def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple, 
     def open_pixels() -> Pixels:
         try:
             images = image_table[image_row]
-            return load_pixels(_image(images["source_img"]), _image(mask_table[mask_row]["mask"]), _image(images["target_img"]))
+            return load_pixels(
+                _image(images["source_img"]), _image(mask_table[mask_row]["mask"]), _image(images["target_img"])
+            )
         except InputError:
             raise
         except Exception as error:  # a cell datasets or Pillow cannot decode: this sample only

@@ -48,7 +48,9 @@ def build_summary(table: Optional[MetricsTable], outcome: Outcome, info: dict[st
     samples = set(outcome.evaluated)
     metrics: dict[str, dict[str, Any]] = {}
     for method in outcome.methods:
-        metrics[method] = {metric.name: summarize(table.values(method, metric.name, samples)) for metric in METRICS} if table else {}
+        metrics[method] = (
+            {metric.name: summarize(table.values(method, metric.name, samples)) for metric in METRICS} if table else {}
+        )
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **info,
@@ -69,7 +71,11 @@ def best_methods(metrics: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     """For each metric, the method(s) with the best mean (ties share the title); only with two or more methods."""
     best: dict[str, list[str]] = {}
     for metric in METRICS:
-        means = {method: values[metric.name]["mean"] for method, values in metrics.items() if values.get(metric.name, {}).get("mean") is not None}
+        means = {
+            method: values[metric.name]["mean"]
+            for method, values in metrics.items()
+            if values.get(metric.name, {}).get("mean") is not None
+        }
         if len(means) < 2:
             continue
         target = max(means.values()) if metric.higher_is_better else min(means.values())
@@ -112,10 +118,14 @@ def write_charts(dst: Path, summary: dict[str, Any]) -> list[str]:
         finite = [mean if math.isfinite(mean) else 0.0 for mean in means]
         errors = [stat["std"] or 0.0 for stat in stats.values()]
         best = set(summary["best"].get(metric.name, []))
-        bars = axes.bar(names, finite, yerr=errors, capsize=4, color=["#2a9d8f" if name in best else "#8ab" for name in names])
+        bars = axes.bar(
+            names, finite, yerr=errors, capsize=4, color=["#2a9d8f" if name in best else "#8ab" for name in names]
+        )
         for bar, mean in zip(bars, means):
             text = "∞ (identical)" if mean == math.inf else f"{mean:.4g}"
-            axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+            axes.annotate(
+                text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
+            )
         axes.set_title(f"{metric.label}\n({'higher' if metric.higher_is_better else 'lower'} is better)", fontsize=9)
         axes.tick_params(axis="x", labelsize=8)
         figure.tight_layout()
@@ -130,19 +140,36 @@ def write_charts(dst: Path, summary: dict[str, Any]) -> list[str]:
 def write_report(dst: Path, summary: dict[str, Any], charts: list[str], grids: list[str]) -> None:
     lines = [f"# inpaintkit evaluation: {', '.join(summary['methods'])}", ""]
     lines += [f"- {key}: {value}" for key, value in _run_facts(summary)]
-    lines += ["", "## Summary", "", "Mean ± std over the samples (population std); **bold** = best; ↑ higher is better, ↓ lower is better.", ""]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "Mean ± std over the samples (population std); **bold** = best; ↑ higher is better, ↓ lower is better.",
+        "",
+    ]
     lines += _summary_table(summary)
     lines += _kid_section(summary)
     if summary["unavailable"]:
-        lines += ["", "## Unavailable metrics", ""] + [f"- {family.upper()}: {reason}" for family, reason in summary["unavailable"].items()]
+        lines += ["", "## Unavailable metrics", ""] + [
+            f"- {family.upper()}: {reason}" for family, reason in summary["unavailable"].items()
+        ]
     lines += ["", "## Conventions", "", summary["conventions"]["pixel"], "", summary["conventions"]["kid"]]
     if charts:
         lines += ["", "## Charts", ""] + [f"![{Path(chart).stem}]({chart})" for chart in charts]
     if summary["skipped"]:
         lines += ["", "## Skipped", ""]
-        lines += [f"- {skip['sample']}{' / ' + skip['method'] if skip['method'] else ''}: {skip['reason']}" for skip in summary["skipped"]]
+        lines += [
+            f"- {skip['sample']}{' / ' + skip['method'] if skip['method'] else ''}: {skip['reason']}"
+            for skip in summary["skipped"]
+        ]
     if grids:
-        lines += ["", "## Comparison grids", "", f"input | mask (red) | ground truth if any | one column per method; all {len(grids)} in `grids/`.", ""]
+        lines += [
+            "",
+            "## Comparison grids",
+            "",
+            f"input | mask (red) | ground truth if any | one column per method; all {len(grids)} in `grids/`.",
+            "",
+        ]
         lines += [f"![{Path(grid).stem}]({grid})" for grid in grids[:GRIDS_SHOWN]]
     write_text_atomic(dst / "report.md", "\n".join(lines) + "\n")
 
@@ -151,19 +178,36 @@ def _run_facts(summary: dict[str, Any]) -> list[tuple[str, Any]]:
     facts = [("created", summary["created"]), ("samples evaluated", summary["samples_evaluated"])]
     facts += [(key, summary[key]) for key in ("source", "model", "device", "dtype") if summary.get(key)]
     if summary.get("settings"):
-        given = {key: value for key, value in summary["settings"].items() if value is not None}  # None = the method's default
+        given = {
+            key: value for key, value in summary["settings"].items() if value is not None
+        }  # None = the method's default
         facts.append(("settings (all methods)", ", ".join(f"{key}={value!r}" for key, value in given.items())))
     return facts
 
 
 def _summary_table(summary: dict[str, Any]) -> list[str]:
-    shown = [metric for metric in METRICS if any(values.get(metric.name, {}).get("n") for values in summary["metrics"].values())]
+    shown = [
+        metric
+        for metric in METRICS
+        if any(values.get(metric.name, {}).get("n") for values in summary["metrics"].values())
+    ]
     if not shown:
         return ["(no metrics computed: run with --metric)"]
-    header = "| method | " + " | ".join(f"{metric.label} {'↑' if metric.higher_is_better else '↓'}" for metric in shown) + " |"
+    header = (
+        "| method | "
+        + " | ".join(f"{metric.label} {'↑' if metric.higher_is_better else '↓'}" for metric in shown)
+        + " |"
+    )
     lines = [header, "|---" * (len(shown) + 1) + "|"]
     for method, values in summary["metrics"].items():
-        cells = [_cell(values.get(metric.name, {}), method in summary["best"].get(metric.name, []), summary["samples_evaluated"]) for metric in shown]
+        cells = [
+            _cell(
+                values.get(metric.name, {}),
+                method in summary["best"].get(metric.name, []),
+                summary["samples_evaluated"],
+            )
+            for metric in shown
+        ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
 
@@ -188,7 +232,9 @@ def _kid_section(summary: dict[str, Any]) -> list[str]:
         return lines + ["(not computed: run with --metric)"]
     lines += [f"Reference crops: the {summary['kid_reference']} images'.", ""]
     lines += ["| method | KID | subset size | samples |", "|---|---|---|---|"]
-    lines += [f"| {method} | {result['mean']:.4g} ± {result['std']:.2g} | {result['subset_size']} | {result['samples']} |" for method, result in summary["kid"].items()]
+    lines += [
+        f"| {method} | {result['mean']:.4g} ± {result['std']:.2g} | {result['subset_size']} | {result['samples']} |"
+        for method, result in summary["kid"].items()
+    ]
     lines += [f"| {method} | – ({reason}) | | |" for method, reason in summary["kid_errors"].items()]
     return lines
-

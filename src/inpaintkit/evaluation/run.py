@@ -42,7 +42,9 @@ class Evaluation:
     dst: Path
     prediction_path: Callable[[str, str], Path]  # (sample, method) -> where its output is
     generate: Optional[Generate] = None  # None: only score existing outputs
-    fingerprint: Optional[dict[str, Any]] = None  # what made the outputs (bench): an output made otherwise is made again
+    fingerprint: Optional[dict[str, Any]] = (
+        None  # what made the outputs (bench): an output made otherwise is made again
+    )
     learned: Optional[LearnedMetrics] = None  # None: no metrics at all (bench without --metric)
     overwrite: bool = False  # regenerate outputs that exist
     info: dict[str, Any] = field(default_factory=dict)  # model, source, settings: for the report
@@ -64,7 +66,10 @@ def evaluate(evaluation: Evaluation, on_output: OnOutput) -> dict[str, Any]:
                 on_output(evaluation.prediction_path(sample.name, method), "skipped")
             continue
         outcome.evaluated.append(sample.name)
-        outputs = {method: _output(evaluation, sample, pixels, method, table, outcome, on_output) for method in evaluation.methods}
+        outputs = {
+            method: _output(evaluation, sample, pixels, method, table, outcome, on_output)
+            for method in evaluation.methods
+        }
         if table is not None:
             table.save()
         try:
@@ -84,7 +89,9 @@ def evaluate(evaluation: Evaluation, on_output: OnOutput) -> dict[str, Any]:
     return summary
 
 
-def _output(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, table, outcome: Outcome, on_output: OnOutput) -> Optional[np.ndarray]:
+def _output(
+    evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, table, outcome: Outcome, on_output: OnOutput
+) -> Optional[np.ndarray]:
     """One method's output for a sample (made if needed), scored into the table; None if it could not be had."""
     path = evaluation.prediction_path(sample.name, method)
     try:
@@ -102,7 +109,9 @@ def _output(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str,
     return output
 
 
-def _made_or_kept(evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, path: Path) -> tuple[np.ndarray, str]:
+def _made_or_kept(
+    evaluation: Evaluation, sample: Sample, pixels: Pixels, method: str, path: Path
+) -> tuple[np.ndarray, str]:
     """The output of an earlier run with the same fingerprint, or a new one (written atomically)."""
     existing = None if evaluation.overwrite else _read_output(path, pixels, evaluation.fingerprint)
     if existing is not None:
@@ -117,7 +126,9 @@ def _made_or_kept(evaluation: Evaluation, sample: Sample, pixels: Pixels, method
 
 
 def _read_output(path: Path, pixels: Pixels, fingerprint: Optional[dict[str, Any]]) -> Optional[np.ndarray]:
-    """An existing output to resume from, or None if it is missing, unusable or made by another run (then it is made again)."""
+    """An existing output to resume from, or None if it is missing, unusable or made by another run (then it is made
+    again).
+    """
     if not path.is_file():
         return None
     try:
@@ -141,8 +152,14 @@ def _checked_output(path: Path, pixels: Pixels) -> np.ndarray:
     return output
 
 
-def _score_into(table: MetricsTable, sample: Sample, pixels: Pixels, method: str, output: np.ndarray, path: Path, learned) -> None:
-    wanted = {metric.name for metric in METRICS if metric.family == "pixel" or (metric.family == "clip" and learned.clip is not None)}
+def _score_into(
+    table: MetricsTable, sample: Sample, pixels: Pixels, method: str, output: np.ndarray, path: Path, learned
+) -> None:
+    wanted = {
+        metric.name
+        for metric in METRICS
+        if metric.family == "pixel" or (metric.family == "clip" and learned.clip is not None)
+    }
     wanted |= {"seconds", "peak_memory_mb"}
     digest = content_digest(pixels, sample.prompt, output)
     table.keep_if_current(sample.name, method, digest)
@@ -158,11 +175,17 @@ def _score_into(table: MetricsTable, sample: Sample, pixels: Pixels, method: str
 def _run_measurements(path: Path) -> dict[str, float]:
     """Seconds and peak memory that `bench` stored in the output's PNG; nan for outputs made by other tools."""
     parameters = read_png_parameters(path)
-    return {name: float(parameters.get(name) if parameters.get(name) is not None else math.nan) for name in ("seconds", "peak_memory_mb")}
+    return {
+        name: float(parameters.get(name) if parameters.get(name) is not None else math.nan)
+        for name in ("seconds", "peak_memory_mb")
+    }
 
 
 def _write_grid(dst: Path, name: str, pixels: Pixels, outputs: dict[str, Optional[np.ndarray]]) -> str:
-    columns: list[tuple[str, Optional[np.ndarray]]] = [("input", pixels.image), ("mask", mask_overlay(pixels.image, pixels.hole))]
+    columns: list[tuple[str, Optional[np.ndarray]]] = [
+        ("input", pixels.image),
+        ("mask", mask_overlay(pixels.image, pixels.hole)),
+    ]
     if pixels.target is not None:
         columns.append(("ground truth", pixels.target))
     columns += list(outputs.items())
@@ -203,7 +226,9 @@ def _kid(learned: LearnedMetrics, crops: KidCrops, outcome: Outcome) -> None:
     outcome.kid_reference = "ground truth" if crops.against_truth else "input"
     for method in outcome.methods:
         try:
-            outcome.kid[method] = kernel_inception_distance(reference, crops.outputs.get(method, []), learned.kid_features, learned.device)
+            outcome.kid[method] = kernel_inception_distance(
+                reference, crops.outputs.get(method, []), learned.kid_features, learned.device
+            )
         except ValueError as error:  # too few samples
             outcome.kid_errors[method] = str(error)
 

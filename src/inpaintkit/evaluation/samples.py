@@ -96,7 +96,10 @@ def scan_folder(folder: Path) -> Iterator[Sample]:
             continue
         seen.add(name)
         mask = folder / f"{name}.mask.png"
-        target = next((folder / f"{name}.gt{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{name}.gt{suffix}").is_file()), None)
+        target = next(
+            (folder / f"{name}.gt{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{name}.gt{suffix}").is_file()),
+            None,
+        )
         prompt, problem = _prompt_file(folder / f"{name}.txt")
         problem = problem or (None if mask.is_file() else f"{mask.name} is missing")
         yield Sample(name, prompt, _opener(image, mask, target), problem)
@@ -168,7 +171,10 @@ def _csv_rows(listing: Path) -> Iterator[tuple[int, dict | str]]:
     reader = csv.DictReader(_read_text(listing).splitlines())
     missing = [field for field in LISTING_FIELDS if field not in (reader.fieldnames or [])]
     if missing:
-        raise InputError(f"{listing} needs a header with columns {', '.join(LISTING_FIELDS)} (and optional target, name); missing {', '.join(missing)}.")
+        raise InputError(
+            f"{listing} needs a header with columns {', '.join(LISTING_FIELDS)} (and optional target, name); missing "
+            f"{', '.join(missing)}."
+        )
     try:
         for row in reader:
             yield reader.line_num, row

@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 
 from ..io import write_text_atomic
-from .learned_metrics import LearnedMetrics
 from ..masks import bounding_box
+from .learned_metrics import LearnedMetrics
 from .pixel_metrics import psnr, region_mse, region_ssim
 from .samples import Pixels
 
@@ -62,7 +62,9 @@ def content_digest(pixels: Pixels, prompt: str, output: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def score(output: np.ndarray, pixels: Pixels, prompt: str, wanted: set[str], learned: Optional[LearnedMetrics]) -> dict[str, float]:
+def score(
+    output: np.ndarray, pixels: Pixels, prompt: str, wanted: set[str], learned: Optional[LearnedMetrics]
+) -> dict[str, float]:
     """The wanted metrics of one output (HxWx3 uint8) against its sample; CLIP ones only if a scorer is loaded."""
     hole = pixels.hole
     background = ~hole
@@ -132,7 +134,9 @@ class MetricsTable:
 
     def values(self, method: str, metric: str, samples: set[str]) -> list[float]:
         """The numbers this method got on `metric` over `samples` (not-applicable and missing cells left out)."""
-        cells = (row.get(metric, "") for (sample, owner), row in self.rows.items() if owner == method and sample in samples)
+        cells = (
+            row.get(metric, "") for (sample, owner), row in self.rows.items() if owner == method and sample in samples
+        )
         return [value for value in (parse_value(cell) for cell in cells) if value is not None and not math.isnan(value)]
 
 

@@ -7,8 +7,8 @@ from ..errors import InputError
 from ..models import Capabilities
 from ..names import METHOD_NAMES  # light, for the CLI's --help; METHODS must list the same names
 from .base import METHOD_OPTIONS, Method, flag
-from .blend import Blend
 from .bld import BlendedLatentDiffusion
+from .blend import Blend
 from .native import Native
 from .repaint import RePaint
 from .soft import Soft
@@ -20,7 +20,9 @@ METHODS: dict[str, Method] = {
 
 
 def resolve_method(name: str, capabilities: Capabilities, settings) -> Method:
-    """The method to run, checked against the checkpoint and settings; 'auto' is native for a 9-channel UNet, else blend."""
+    """The method to run, checked against the checkpoint and settings; 'auto' is native for a 9-channel UNet, else
+    blend.
+    """
     if name == "auto":
         name = "native" if capabilities.inpainting_unet else "blend"
     if name not in METHODS:

@@ -60,9 +60,14 @@ class BlendedLatentDiffusion(Method):
         if iterations < 0:
             raise InputError(f"--mask-dilation-iterations must be 0 or more, got {iterations}.")
         if iterations + 1 > steps_run:
-            raise InputError(f"--mask-dilation-iterations {iterations} needs at least {iterations + 1} steps to run; {steps_run} run.")
+            raise InputError(
+                f"--mask-dilation-iterations {iterations} needs at least {iterations + 1} steps to run; {steps_run} "
+                "run."
+            )
         if self.option(settings, "reconstruct") not in RECONSTRUCTIONS:
-            raise InputError(f"Unknown --reconstruct '{settings.reconstruct}'; choose one of: {', '.join(RECONSTRUCTIONS)}.")
+            raise InputError(
+                f"Unknown --reconstruct '{settings.reconstruct}'; choose one of: {', '.join(RECONSTRUCTIONS)}."
+            )
         if settings.strength < 1.0:
             raise InputError("bld starts from pure noise after --blend-start; --strength does not apply to it.")
 
@@ -109,7 +114,9 @@ def optimize_decoder(state, latents: torch.Tensor, generated: torch.Tensor) -> t
         optimizer = torch.optim.Adam([*post_quant_conv.parameters(), *decoder.parameters()], lr=OPTIMIZE_LR)
         for _ in range(OPTIMIZE_STEPS):
             output = decoder(post_quant_conv(z))
-            loss = F.mse_loss(output * mask, target_inside * mask) + BACKGROUND_WEIGHT * F.mse_loss(output * (1 - mask), source * (1 - mask))
+            loss = F.mse_loss(output * mask, target_inside * mask) + BACKGROUND_WEIGHT * F.mse_loss(
+                output * (1 - mask), source * (1 - mask)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -56,20 +56,28 @@ class RePaint(Method):
         jump_length, jump_n_sample = self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
         steps_run = self.steps_run(settings)
         if jump_length < 1 or jump_n_sample < 1:
-            raise InputError(f"--jump-length and --jump-n-sample must be at least 1, got {jump_length} and {jump_n_sample}.")
+            raise InputError(
+                f"--jump-length and --jump-n-sample must be at least 1, got {jump_length} and {jump_n_sample}."
+            )
         if jump_length > steps_run:
-            raise InputError(f"--jump-length {jump_length} is larger than the {steps_run} steps that run; lower it or raise --steps.")
+            raise InputError(
+                f"--jump-length {jump_length} is larger than the {steps_run} steps that run; lower it or raise --steps."
+            )
 
     def scheduler_name(self, requested: str, model_scheduler: str) -> str:
         if requested == "default":
             return requested if model_scheduler in STATELESS_SCHEDULERS else "ddim"
         if requested != "ddim":
-            raise InputError(f"repaint redoes steps, which needs a DDIM/DDPM-style scheduler: use --scheduler ddim, not {requested}.")
+            raise InputError(
+                f"repaint redoes steps, which needs a DDIM/DDPM-style scheduler: use --scheduler ddim, not {requested}."
+            )
         return requested
 
     def step_order(self, state) -> list[int]:
         settings = state.settings
-        return jump_schedule(len(state.timesteps), self.option(settings, "jump_length"), self.option(settings, "jump_n_sample"))
+        return jump_schedule(
+            len(state.timesteps), self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
+        )
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:
         state.extra["alpha_bars"] = alpha_bars(state)

@@ -32,7 +32,9 @@ class TDPaint(Method):
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:
         # The known region's UNet input is the same at every step: built once, before the loop.
-        alpha_bar = state.scheduler.alphas_cumprod[self.option(state.settings, "known_t")].to(latents.device, latents.dtype)
+        alpha_bar = state.scheduler.alphas_cumprod[self.option(state.settings, "known_t")].to(
+            latents.device, latents.dtype
+        )
         state.extra["known_input"] = alpha_bar.sqrt() * state.known_latents + (1 - alpha_bar).sqrt() * state.noise
         return latents
 

@@ -11,11 +11,11 @@ from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 from starlette.datastructures import FormData
@@ -78,7 +78,11 @@ class ModelsResult(BaseModel):
     limits: dict[str, Any]
 
 
-def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceConfig = ServiceConfig(), model_name: Optional[str] = None) -> FastAPI:
+def create_app(
+    inpainter: Inpainter | Callable[[], Inpainter],
+    config: ServiceConfig = ServiceConfig(),
+    model_name: Optional[str] = None,
+) -> FastAPI:
     """The service over a loaded Inpainter, or over a loader the worker thread calls at startup (see /readyz)."""
     worker = InferenceWorker(inpainter, config.max_queue)
     model_name = model_name or (inpainter.components.name if isinstance(inpainter, Inpainter) else "model")
@@ -90,8 +94,13 @@ def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceCo
         await anyio.to_thread.run_sync(worker.stop, config.timeout)
 
     app = FastAPI(
-        title="inpaintkit", version=__version__, lifespan=lifespan,
-        description="Text-guided image inpainting. POST an image, a mask and settings to /v1/inpaint; see the README's HTTP service section.",
+        title="inpaintkit",
+        version=__version__,
+        lifespan=lifespan,
+        description=(
+            "Text-guided image inpainting. POST an image, a mask and settings to /v1/inpaint; see the README's HTTP "
+            "service section."
+        ),
     )
     app.state.worker, app.state.config = worker, config
     app.add_middleware(AccessLog)
@@ -105,21 +114,37 @@ def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceCo
     async def healthz() -> Status:
         return Status(status="alive")
 
-    @app.get("/readyz", response_model=Status, responses={503: {"model": Status}}, summary="Ready (the model is loaded and jobs are taken)")
+    @app.get(
+        "/readyz",
+        response_model=Status,
+        responses={503: {"model": Status}},
+        summary="Ready (the model is loaded and jobs are taken)",
+    )
     async def readyz():
         state = worker.state
         error = None if worker.load_error is None else str(worker.load_error)
         status = Status(status=state, queued=worker.queued, error=error)
         return JSONResponse(status.model_dump(exclude_none=True), status_code=200 if state == "ready" else 503)
 
-    @app.get("/v1/models", response_model=ModelsResult, dependencies=guarded, responses={401: {"model": ErrorBody}} if config.api_key else {})
+    @app.get(
+        "/v1/models",
+        response_model=ModelsResult,
+        dependencies=guarded,
+        responses={401: {"model": ErrorBody}} if config.api_key else {},
+    )
     async def models() -> ModelsResult:
         return describe_service(worker, model_name, config)
 
     @app.post(
-        "/v1/inpaint", dependencies=guarded, openapi_extra={"requestBody": request_body_schema()},
-        summary="Inpaint an image", description="Returns the PNG with `Accept: image/png`, else JSON with base64 PNGs, seeds and settings.",
-        responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "model": InpaintResult}, **errors},
+        "/v1/inpaint",
+        dependencies=guarded,
+        openapi_extra={"requestBody": request_body_schema()},
+        summary="Inpaint an image",
+        description="Returns the PNG with `Accept: image/png`, else JSON with base64 PNGs, seeds and settings.",
+        responses={
+            200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "model": InpaintResult},
+            **errors,
+        },
     )
     async def inpaint(request: Request) -> Response:
         deadline = time.monotonic() + config.timeout
@@ -132,7 +157,9 @@ def create_app(inpainter: Inpainter | Callable[[], Inpainter], config: ServiceCo
             raise ServiceError(408, f"The request body did not arrive within {config.timeout:g} s.") from None
         form = await parse_form(request, body)
         try:
-            pixels, mask_values, settings = await anyio.to_thread.run_sync(prepare_job, worker, config, form, png_wanted)
+            pixels, mask_values, settings = await anyio.to_thread.run_sync(
+                prepare_job, worker, config, form, png_wanted
+            )
         finally:
             await form.close()
         job = Job(pixels, mask_values, settings, deadline, config.timeout)
@@ -155,13 +182,21 @@ async def require_api_key(
     given = key or (bearer.credentials if bearer else None)
     expected = request.app.state.config.api_key
     if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ServiceError(401, "A valid API key is required: send it as the X-API-Key header or Authorization: Bearer KEY.", {"WWW-Authenticate": "Bearer"})
+        raise ServiceError(
+            401,
+            "A valid API key is required: send it as the X-API-Key header or Authorization: Bearer KEY.",
+            {"WWW-Authenticate": "Bearer"},
+        )
 
 
 def require_multipart(request: Request) -> None:
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "multipart/form-data":
-        raise ServiceError(415, f"Send multipart/form-data with an image file field, not {content_type or 'a body without a Content-Type'}.")
+        raise ServiceError(
+            415,
+            "Send multipart/form-data with an image file field, "
+            f"not {content_type or 'a body without a Content-Type'}.",
+        )
 
 
 def wants_png(accept: str) -> bool:
@@ -169,7 +204,9 @@ def wants_png(accept: str) -> bool:
     media_types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
     if "image/png" not in media_types:
         return False
-    return "application/json" not in media_types or media_types.index("image/png") < media_types.index("application/json")
+    return "application/json" not in media_types or media_types.index("image/png") < media_types.index(
+        "application/json"
+    )
 
 
 async def parse_form(request: Request, body: bytes) -> FormData:
@@ -184,13 +221,18 @@ async def parse_form(request: Request, body: bytes) -> FormData:
         raise ServiceError(400, f"The multipart body could not be parsed ({error.detail}).") from None
 
 
-def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool) -> tuple[np.ndarray, np.ndarray, InpaintSettings]:
+def prepare_job(
+    worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool
+) -> tuple[np.ndarray, np.ndarray, InpaintSettings]:
     """Everything checked before the job may queue: settings, images (limits first), then the CLI's own checks.
 
     Returns the pixels and mask as the CLI loads them, so the model's thread does not decode them again."""
     settings = settings_from_form(form)
     if settings.num_images > config.max_images:
-        raise ServiceError(422, f"This service makes at most {config.max_images} images per request, got num_images {settings.num_images}.")
+        raise ServiceError(
+            422,
+            f"This service makes at most {config.max_images} images per request, got num_images {settings.num_images}.",
+        )
     if png_wanted and settings.num_images > 1:
         raise ServiceError(406, "Accept: image/png returns one image; ask for application/json to get several.")
     image_bytes = uploaded_file(form, "image")
@@ -203,7 +245,9 @@ def prepare_job(worker: InferenceWorker, config: ServiceConfig, form: FormData, 
     if inpainter is None or worker.state != "ready":
         raise not_ready(worker)
     try:
-        pixels, mask_values = load_image_and_mask(image, mask)  # mask size, alpha as the mask: the CLI's checks and messages
+        pixels, mask_values = load_image_and_mask(
+            image, mask
+        )  # mask size, alpha as the mask: the CLI's checks and messages
         inpainter.check(settings)  # a method or scheduler this model cannot run
     except InputError as error:
         raise ServiceError(422, str(error)) from None
@@ -257,16 +301,29 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
     model = ModelInfo(id=model_name, ready=worker.state == "ready")
     if inpainter is not None:
         components = inpainter.components
-        model = model.model_copy(update={
-            "untrained": components.capabilities.untrained, "device": str(components.device),
-            "dtype": str(components.dtype).removeprefix("torch."), "capabilities": components.capabilities.describe(),
-        })
+        model = model.model_copy(
+            update={
+                "untrained": components.capabilities.untrained,
+                "device": str(components.device),
+                "dtype": str(components.dtype).removeprefix("torch."),
+                "capabilities": components.capabilities.describe(),
+            }
+        )
     return ModelsResult(
         models=[model],
-        methods=[MethodInfo(name=method.name, summary=method.summary, options=dict(method.defaults)) for method in METHODS.values()],
+        methods=[
+            MethodInfo(name=method.name, summary=method.summary, options=dict(method.defaults))
+            for method in METHODS.values()
+        ],
         schedulers=list(SCHEDULER_NAMES),
         defaults=InpaintSettings().as_dict(),
-        limits={"max_queue": config.max_queue, "max_pixels": config.max_pixels, "max_body": config.max_body, "timeout_s": config.timeout, "max_images": config.max_images},
+        limits={
+            "max_queue": config.max_queue,
+            "max_pixels": config.max_pixels,
+            "max_body": config.max_body,
+            "timeout_s": config.timeout,
+            "max_images": config.max_images,
+        },
     )
 
 
@@ -288,4 +345,6 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError):
         first = error.errors()[0] if error.errors() else {"msg": "invalid request"}
-        return reply(request, 422, f"{' '.join(str(part) for part in first.get('loc', ()))}: {first['msg']}".strip(": "))
+        return reply(
+            request, 422, f"{' '.join(str(part) for part in first.get('loc', ()))}: {first['msg']}".strip(": ")
+        )

@@ -24,11 +24,16 @@ class ServiceConfig:
         for name in ("max_queue", "max_pixels", "max_body", "max_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"The service's {name.replace('_', '-')} must be a whole number of at least 1, got {value!r}.")
+                raise InputError(
+                    f"The service's {name.replace('_', '-')} must be a whole number of at least 1, got {value!r}."
+                )
         from ..io import MAX_IMAGE_PIXELS  # numpy and Pillow: not while building the CLI parser
 
         if self.max_pixels > MAX_IMAGE_PIXELS:
-            raise InputError(f"The service's max-pixels can be at most Pillow's decompression-bomb limit {MAX_IMAGE_PIXELS:,}, got {self.max_pixels:,}.")
+            raise InputError(
+                f"The service's max-pixels can be at most Pillow's decompression-bomb limit {MAX_IMAGE_PIXELS:,}, got "
+                f"{self.max_pixels:,}."
+            )
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout) and self.timeout > 0):
             raise InputError(f"The service's timeout must be a positive number of seconds, got {self.timeout!r}.")
         if self.api_key is not None and not self.api_key.strip():

@@ -92,20 +92,34 @@ def uploaded_file(form: FormData, name: str) -> bytes | None:
         raise ServiceError(400, f"The {name} field is given more than once.")
     value = values[0]
     if isinstance(value, str):
-        raise ServiceError(400, f"The {name} must be sent as a file part (multipart/form-data with a filename), not as a text field.")
+        raise ServiceError(
+            400, f"The {name} must be sent as a file part (multipart/form-data with a filename), not as a text field."
+        )
     data = value.file.read()
     return None if not data and not value.filename else data
 
 
-KIND_SCHEMAS = {"text": {"type": "string"}, "number": {"type": "number"}, "whole": {"type": "integer"}, "boolean": {"type": "boolean"}}
+KIND_SCHEMAS = {
+    "text": {"type": "string"},
+    "number": {"type": "number"},
+    "whole": {"type": "integer"},
+    "boolean": {"type": "boolean"},
+}
 
 
 def request_body_schema() -> dict[str, Any]:
     """The OpenAPI requestBody of POST /v1/inpaint, built from InpaintSettings' fields."""
     properties: dict[str, Any] = {
-        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP; without a mask, its alpha is the mask (transparent = repaint)"},
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "PNG, JPEG or WebP; without a mask, its alpha is the mask (transparent = repaint)",
+        },
         "mask": {"type": "string", "format": "binary", "description": "white (>= 128) = repaint; the image's size"},
-        SETTINGS_FIELD: {"type": "string", "description": "a JSON object with any of the settings below (instead of separate fields)"},
+        SETTINGS_FIELD: {
+            "type": "string",
+            "description": "a JSON object with any of the settings below (instead of separate fields)",
+        },
     }
     for field in fields(InpaintSettings):
         schema = dict(KIND_SCHEMAS[FIELD_KINDS[field.name]])

@@ -32,7 +32,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def body_too_large(size: int, limit: int) -> ServiceError:
-    return ServiceError(413, f"The request body is {'at least ' if size > limit else ''}{size:,} bytes, more than this service's limit of {limit:,}.")
+    return ServiceError(
+        413,
+        f"The request body is {'at least ' if size > limit else ''}{size:,} bytes, more than this service's limit of "
+        f"{limit:,}.",
+    )
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -59,10 +63,20 @@ def decode_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=[image_format])  # lazy: reads the header only
             width, height = image.size
             if width * height > max_pixels:
-                raise ServiceError(413, f"The {what} is {width}x{height} = {width * height:,} pixels, more than this service's limit of {max_pixels:,}.")
+                raise ServiceError(
+                    413,
+                    f"The {what} is {width}x{height} = {width * height:,} pixels, more than this service's limit of "
+                    f"{max_pixels:,}.",
+                )
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ServiceError(413, f"The {what} declares more pixels than Pillow's limit against decompression bombs.") from None
+            raise ServiceError(
+                413, f"The {what} declares more pixels than Pillow's limit against decompression bombs."
+            ) from None
         except (OSError, SyntaxError, ValueError) as error:
-            raise ServiceError(422, f"The {what} could not be decoded as {image_format} ({first_line(error)}); it may be truncated or corrupt.") from None
+            raise ServiceError(
+                422,
+                f"The {what} could not be decoded as {image_format} ({first_line(error)}); it may be truncated or "
+                "corrupt.",
+            ) from None
     return image

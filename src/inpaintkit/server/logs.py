@@ -40,7 +40,9 @@ class AccessLog:
         finally:
             fields["status"] = fields["status"] or 500  # an exception escaped before any response started
             fields["total_s"] = round(time.monotonic() - started, 4)
-            access_log.info(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **fields}))
+            access_log.info(
+                json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **fields})
+            )
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -49,7 +51,11 @@ class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if record.name == access_log.name:
             return record.getMessage()
-        line = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": record.levelname.lower(), "message": record.getMessage()}
+        line = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line)

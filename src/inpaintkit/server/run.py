@@ -59,7 +59,11 @@ def serve(arguments: argparse.Namespace) -> int:
     check_can_listen(arguments.host, arguments.port)  # else uvicorn reports it in its own words, after the load began
     configure_logging()
     if config.api_key is None and not is_loopback(arguments.host):
-        log.warning("listening on %s without an API key: anyone who can reach this port can use the model; set %s", arguments.host, API_KEY_VARIABLE)
+        log.warning(
+            "listening on %s without an API key: anyone who can reach this port can use the model; set %s",
+            arguments.host,
+            API_KEY_VARIABLE,
+        )
     server: GracefulServer
 
     def load() -> Inpainter:
@@ -72,24 +76,41 @@ def serve(arguments: argparse.Namespace) -> int:
         return inpainter
 
     app = create_app(load, config, model_name=arguments.model)
-    uvicorn_config = uvicorn.Config(app, host=arguments.host, port=arguments.port, access_log=False, log_level="info", timeout_graceful_shutdown=config.timeout + 5)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=arguments.host,
+        port=arguments.port,
+        access_log=False,
+        log_level="info",
+        timeout_graceful_shutdown=config.timeout + 5,
+    )
     server = GracefulServer(uvicorn_config, app.state.worker)
     server.run()
     error = app.state.worker.load_error
     if error is not None:
-        raise error if isinstance(error, InputError) else InputError(f"The model could not be loaded ({first_line(error)}).")
+        raise (
+            error
+            if isinstance(error, InputError)
+            else InputError(f"The model could not be loaded ({first_line(error)}).")
+        )
     return 0
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
     return ServiceConfig(
-        max_queue=arguments.max_queue, max_pixels=arguments.max_pixels, max_body=round(arguments.max_body * MIB),
-        timeout=arguments.timeout, max_images=arguments.max_images, api_key=api_key_from(arguments),
+        max_queue=arguments.max_queue,
+        max_pixels=arguments.max_pixels,
+        max_body=round(arguments.max_body * MIB),
+        timeout=arguments.timeout,
+        max_images=arguments.max_images,
+        api_key=api_key_from(arguments),
     )
 
 
 def api_key_from(arguments: argparse.Namespace) -> str | None:
-    """--api-key as given (an empty one is refused by ServiceConfig), else the variable; a variable set empty means none."""
+    """--api-key as given (an empty one is refused by ServiceConfig), else the variable; a variable set empty means
+    none.
+    """
     return arguments.api_key if arguments.api_key is not None else os.environ.get(API_KEY_VARIABLE) or None
 
 

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-import torch
 import numpy as np
+import torch
 
 from ..errors import Cancelled, InputError, first_line
 from ..inpainter import Inpainter
@@ -26,7 +26,9 @@ STOP = None  # put on the queue to end the worker thread
 class Job:
     """One request's work. Created on the event loop; the worker settles its future through the loop."""
 
-    def __init__(self, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, deadline: float, timeout: float):
+    def __init__(
+        self, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, deadline: float, timeout: float
+    ):
         self.pixels, self.mask, self.settings = pixels, mask, settings  # as io.load_image_and_mask returns them
         self.deadline, self.timeout = deadline, timeout
         self.loop = asyncio.get_running_loop()
@@ -77,7 +79,9 @@ class Job:
 
 
 def deadline_error(timeout: float) -> ServiceError:
-    return ServiceError(504, f"The job did not finish within this service's {timeout:g} s deadline and was cancelled between steps.")
+    return ServiceError(
+        504, f"The job did not finish within this service's {timeout:g} s deadline and was cancelled between steps."
+    )
 
 
 class InferenceWorker:
@@ -101,7 +105,11 @@ class InferenceWorker:
             return "failed"
         if self.closing:
             return "closing"
-        return "ready" if self.inpainter is not None and self._thread is not None and self._thread.is_alive() else "loading"
+        return (
+            "ready"
+            if self.inpainter is not None and self._thread is not None and self._thread.is_alive()
+            else "loading"
+        )
 
     @property
     def queued(self) -> int:
@@ -144,7 +152,9 @@ class InferenceWorker:
             if waiting >= self.max_queue:
                 retry_after = max(1, math.ceil((waiting + 1) * self._average_run_s))
                 raise ServiceError(
-                    429, f"The queue is full ({self.max_queue} jobs waiting); retry in about {retry_after} s.", {"Retry-After": str(retry_after)}
+                    429,
+                    f"The queue is full ({self.max_queue} jobs waiting); retry in about {retry_after} s.",
+                    {"Retry-After": str(retry_after)},
                 )
             self._jobs.put(job)
 
@@ -181,12 +191,19 @@ class InferenceWorker:
             error = job.stopped_error()
         except (torch.OutOfMemoryError, MemoryError):
             out_of_memory = True
-            error = ServiceError(503, "The model ran out of memory on this job; retry with a smaller image or fewer images.", {"Retry-After": "1"})
+            error = ServiceError(
+                503,
+                "The model ran out of memory on this job; retry with a smaller image or fewer images.",
+                {"Retry-After": "1"},
+            )
         except InputError as input_error:  # checked before queuing, so rare: kept a client error all the same
             error = ServiceError(422, str(input_error))
         except Exception as unexpected:
             log.exception("inference failed")
-            error = ServiceError(500, f"Inference failed ({type(unexpected).__name__}: {first_line(unexpected)}); the service keeps running.")
+            error = ServiceError(
+                500,
+                f"Inference failed ({type(unexpected).__name__}: {first_line(unexpected)}); the service keeps running.",
+            )
         else:
             job.settle(result=images)
             self._average_run_s = 0.8 * self._average_run_s + 0.2 * (job.finished_at - job.started_at)

@@ -32,53 +32,127 @@ def method_option_field(option: str) -> gr.components.Component:
     owner = METHOD_OPTIONS[option]
     default = METHODS[owner].defaults[option]
     fields: dict[str, Callable[[], gr.components.Component]] = {
-        "blend_start": lambda: gr.Slider(0.0, 0.95, value=default, step=0.05, label="Blend start", info="bld: fraction of the steps skipped, starting from noise"),
-        "mask_dilation_iterations": lambda: gr.Number(value=default, precision=0, minimum=0, label="Mask dilation iterations", info="bld: progressive mask shrinking, N dilated masks first"),
-        "reconstruct": lambda: gr.Dropdown(list(RECONSTRUCTIONS), value=default, label="Reconstruct", info="bld: background repair after decoding (optimize is slow on a CPU)"),
-        "jump_length": lambda: gr.Number(value=default, precision=0, minimum=1, label="Jump length", info="repaint: steps per jump back up"),
-        "jump_n_sample": lambda: gr.Number(value=default, precision=0, minimum=1, label="Jump samples", info="repaint: times each block is resampled"),
-        "known_t": lambda: gr.Number(value=default, precision=0, minimum=0, maximum=999, label="Known t", info="tdpaint: the known region's constant noise level"),
+        "blend_start": lambda: gr.Slider(
+            0.0,
+            0.95,
+            value=default,
+            step=0.05,
+            label="Blend start",
+            info="bld: fraction of the steps skipped, starting from noise",
+        ),
+        "mask_dilation_iterations": lambda: gr.Number(
+            value=default,
+            precision=0,
+            minimum=0,
+            label="Mask dilation iterations",
+            info="bld: progressive mask shrinking, N dilated masks first",
+        ),
+        "reconstruct": lambda: gr.Dropdown(
+            list(RECONSTRUCTIONS),
+            value=default,
+            label="Reconstruct",
+            info="bld: background repair after decoding (optimize is slow on a CPU)",
+        ),
+        "jump_length": lambda: gr.Number(
+            value=default, precision=0, minimum=1, label="Jump length", info="repaint: steps per jump back up"
+        ),
+        "jump_n_sample": lambda: gr.Number(
+            value=default, precision=0, minimum=1, label="Jump samples", info="repaint: times each block is resampled"
+        ),
+        "known_t": lambda: gr.Number(
+            value=default,
+            precision=0,
+            minimum=0,
+            maximum=999,
+            label="Known t",
+            info="tdpaint: the known region's constant noise level",
+        ),
     }
     return fields[option]()
 
 
 def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> gr.Blocks:
-    """The Gradio app around one loaded Inpainter, its queue bounded to `max_queue` waiting jobs, one running at a time."""
+    """The Gradio app around one loaded Inpainter, its queue bounded to `max_queue` waiting jobs, one running at a
+    time.
+    """
     handlers = jobs.InpaintJobs(inpainter)
     with gr.Blocks(title="inpaintkit", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
-        gr.Markdown(f"## inpaintkit\nModel: `{model_name or inpainter.components.name}`. Paint over what should change, describe it, press **Run**.")
+        gr.Markdown(
+            f"## inpaintkit\nModel: `{model_name or inpainter.components.name}`. Paint over what should change, "
+            "describe it, press **Run**."
+        )
         if inpainter.capabilities.untrained:
-            gr.Markdown("**This model is UNTRAINED (random weights, from make-tiny-model): the painted region comes back as noise.**")
+            gr.Markdown(
+                "**This model is UNTRAINED (random weights, from make-tiny-model): the painted region comes back as "
+                "noise.**"
+            )
         with gr.Row():
             with gr.Column():
                 image = gr.ImageEditor(
-                    label="Image: paint the mask", type="pil", image_mode="RGBA", format="png", sources=("upload", "clipboard"),
-                    transforms=(), brush=gr.Brush(colors=[BRUSH_COLOR], default_size=BRUSH_SIZE, color_mode="fixed"),
-                    eraser=gr.Eraser(default_size=BRUSH_SIZE), layers=gr.LayerOptions(allow_additional_layers=False, layers=["Mask"]),
+                    label="Image: paint the mask",
+                    type="pil",
+                    image_mode="RGBA",
+                    format="png",
+                    sources=("upload", "clipboard"),
+                    transforms=(),
+                    brush=gr.Brush(colors=[BRUSH_COLOR], default_size=BRUSH_SIZE, color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=BRUSH_SIZE),
+                    layers=gr.LayerOptions(allow_additional_layers=False, layers=["Mask"]),
                     elem_id="image-editor",
                 )
                 clear = gr.Button("Clear mask", size="sm")
-                with gr.Accordion("Upload a mask (optional; white = repaint, added to the painted strokes)", open=False):
-                    # A file, not gr.Image: inpaintkit's own checks (and messages) then see every upload, whatever it holds.
+                with gr.Accordion(
+                    "Upload a mask (optional; white = repaint, added to the painted strokes)", open=False
+                ):
+                    # A file, not gr.Image: inpaintkit's own checks (and messages) then see every upload, whatever it
+                    # holds.
                     mask = gr.File(label="Mask image", file_types=["image"], type="filepath", elem_id="mask-upload")
-                preview = gr.Image(label="Mask that will be used", interactive=False, elem_id="mask-preview", format="png", height=240)
+                preview = gr.Image(
+                    label="Mask that will be used", interactive=False, elem_id="mask-preview", format="png", height=240
+                )
             with gr.Column():
-                prompt = gr.Textbox("", label="Prompt", placeholder="what to paint in the masked region", elem_id="prompt")
+                prompt = gr.Textbox(
+                    "", label="Prompt", placeholder="what to paint in the masked region", elem_id="prompt"
+                )
                 negative_prompt = gr.Textbox("", label="Negative prompt", placeholder="what to steer away from")
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id="run")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                gallery = gr.Gallery(label="Results", type="filepath", format="png", columns=2, interactive=False, buttons=["download", "fullscreen"], elem_id="results")
+                gallery = gr.Gallery(
+                    label="Results",
+                    type="filepath",
+                    format="png",
+                    columns=2,
+                    interactive=False,
+                    buttons=["download", "fullscreen"],
+                    elem_id="results",
+                )
                 with gr.Row():
                     seed_used = gr.Textbox(label="Seed used", interactive=False, elem_id="seed-used")
                     use_result = gr.Button("Use selected result as input")
                 selected = gr.State(0)
-        controls = {"image": image, "mask": mask, "prompt": prompt, "negative_prompt": negative_prompt, **settings_panel(seed_used)}
+        controls = {
+            "image": image,
+            "mask": mask,
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            **settings_panel(seed_used),
+        }
 
-        # The Run handler's parameters are matched to the controls by name (a missing one fails here), so they cannot drift.
-        job_inputs = [controls[name] for name in inspect.signature(handlers.inpaint).parameters if name not in ("request", "progress")]
+        # The Run handler's parameters are matched to the controls by name (a missing one fails here), so they cannot
+        # drift.
+        job_inputs = [
+            controls[name]
+            for name in inspect.signature(handlers.inpaint).parameters
+            if name not in ("request", "progress")
+        ]
         run_event = gr.on(
-            [run.click, prompt.submit], handlers.inpaint, job_inputs, [gallery, seed_used, selected], api_name="inpaint", concurrency_limit=1,
+            [run.click, prompt.submit],
+            handlers.inpaint,
+            job_inputs,
+            [gallery, seed_used, selected],
+            api_name="inpaint",
+            concurrency_limit=1,
         )
         stop.click(handlers.stop, None, None, cancels=[run_event], api_name="stop", queue=False)
         demo.unload(handlers.stop)  # a closed tab stops its job instead of leaving it to run on
@@ -86,8 +160,13 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> gr.Bloc
         # mask, use result) leaves Gradio 6's editor stuck; those handlers set the preview themselves. Queued, so
         # that a warning about the uploaded mask can be shown.
         gr.on(
-            [image.input, mask.upload, mask.clear], jobs.preview_mask, [image, mask], preview, api_name=False,
-            show_progress="hidden", concurrency_limit=None,
+            [image.input, mask.upload, mask.clear],
+            jobs.preview_mask,
+            [image, mask],
+            preview,
+            api_name=False,
+            show_progress="hidden",
+            concurrency_limit=None,
         )
         clear.click(jobs.clear_mask, image, [image, mask, preview], api_name=False)
         gallery.select(jobs.selected_index, None, selected, api_name=False, queue=False)
@@ -100,26 +179,49 @@ def settings_panel(seed_used: gr.Textbox) -> dict[str, gr.components.Component]:
     """The job's settings, named as the Run handler's parameters; the method options show only for their method."""
     with gr.Row():
         method = gr.Dropdown(METHOD_CHOICES, value=DEFAULTS.method, label="Method")
-        scheduler = gr.Dropdown(list(SCHEDULER_NAMES), value=DEFAULTS.scheduler, label="Scheduler", info="default: the model's own")
+        scheduler = gr.Dropdown(
+            list(SCHEDULER_NAMES), value=DEFAULTS.scheduler, label="Scheduler", info="default: the model's own"
+        )
     with gr.Row():
         steps = gr.Slider(1, 150, value=DEFAULTS.steps, step=1, label="Steps", elem_id="steps")
-        guidance = gr.Slider(0, 20, value=DEFAULTS.guidance, step=0.5, label="Guidance", info="<= 1 turns classifier-free guidance off")
-        strength = gr.Slider(0.01, 1, value=DEFAULTS.strength, step=0.01, label="Strength", info="below 1 starts from the noised input")
-        num_images = gr.Slider(1, MAX_IMAGES, value=DEFAULTS.num_images, step=1, label="Images", info="image k uses seed + k")
+        guidance = gr.Slider(
+            0, 20, value=DEFAULTS.guidance, step=0.5, label="Guidance", info="<= 1 turns classifier-free guidance off"
+        )
+        strength = gr.Slider(
+            0.01, 1, value=DEFAULTS.strength, step=0.01, label="Strength", info="below 1 starts from the noised input"
+        )
+        num_images = gr.Slider(
+            1, MAX_IMAGES, value=DEFAULTS.num_images, step=1, label="Images", info="image k uses seed + k"
+        )
     with gr.Row():
         seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random", elem_id="seed")
         random_seed = gr.Button("Random", size="sm")
         reuse_seed = gr.Button("Reuse seed used", size="sm")
     with gr.Row():
         mask_grow = gr.Slider(-32, 64, value=DEFAULTS.mask_grow, step=1, label="Mask grow (px)", info="negative erodes")
-        mask_blur = gr.Slider(0, 64, value=DEFAULTS.mask_blur, step=1, label="Mask blur (px)", info="feathers the paste-back")
-        only_masked = gr.Checkbox(value=False, label="Only masked", info="inpaint the mask's window at the model's native size")
-        crop_padding = gr.Number(value=32, precision=0, minimum=0, label="Crop padding (px)", info="around the mask, with Only masked")
+        mask_blur = gr.Slider(
+            0, 64, value=DEFAULTS.mask_blur, step=1, label="Mask blur (px)", info="feathers the paste-back"
+        )
+        only_masked = gr.Checkbox(
+            value=False, label="Only masked", info="inpaint the mask's window at the model's native size"
+        )
+        crop_padding = gr.Number(
+            value=32, precision=0, minimum=0, label="Crop padding (px)", info="around the mask, with Only masked"
+        )
     with gr.Accordion("Advanced", open=False):
         with gr.Row():
-            fill = gr.Dropdown(list(FILLS), value=DEFAULTS.fill, label="Fill", info="what the hole starts as (matters for strength < 1)")
-            color_match = gr.Checkbox(value=DEFAULTS.color_match, label="Colour match", info="match the new region's colours to its border")
-            paste_back = gr.Checkbox(value=DEFAULTS.paste_back, label="Paste back", info="keep every pixel outside the mask exactly")
+            fill = gr.Dropdown(
+                list(FILLS),
+                value=DEFAULTS.fill,
+                label="Fill",
+                info="what the hole starts as (matters for strength < 1)",
+            )
+            color_match = gr.Checkbox(
+                value=DEFAULTS.color_match, label="Colour match", info="match the new region's colours to its border"
+            )
+            paste_back = gr.Checkbox(
+                value=DEFAULTS.paste_back, label="Paste back", info="keep every pixel outside the mask exactly"
+            )
         option_groups, option_fields = {}, {}
         for owner in dict.fromkeys(METHOD_OPTIONS.values()):
             with gr.Row(visible=DEFAULTS.method == owner) as option_groups[owner]:
@@ -127,13 +229,28 @@ def settings_panel(seed_used: gr.Textbox) -> dict[str, gr.components.Component]:
                     option_fields[option] = method_option_field(option)
 
     method.change(
-        lambda chosen: [gr.update(visible=chosen == owner) for owner in option_groups], method, list(option_groups.values()),
-        api_name=False, queue=False,
+        lambda chosen: [gr.update(visible=chosen == owner) for owner in option_groups],
+        method,
+        list(option_groups.values()),
+        api_name=False,
+        queue=False,
     )
     random_seed.click(lambda: -1, None, seed, api_name=False, queue=False)
     reuse_seed.click(lambda used: int(used) if used else -1, seed_used, seed, api_name=False, queue=False)
     return {
-        "method": method, "scheduler": scheduler, "steps": steps, "guidance": guidance, "strength": strength,
-        "num_images": num_images, "seed": seed, "mask_grow": mask_grow, "mask_blur": mask_blur, "only_masked": only_masked,
-        "crop_padding": crop_padding, "fill": fill, "color_match": color_match, "paste_back": paste_back, **option_fields,
+        "method": method,
+        "scheduler": scheduler,
+        "steps": steps,
+        "guidance": guidance,
+        "strength": strength,
+        "num_images": num_images,
+        "seed": seed,
+        "mask_grow": mask_grow,
+        "mask_blur": mask_blur,
+        "only_masked": only_masked,
+        "crop_padding": crop_padding,
+        "fill": fill,
+        "color_match": color_match,
+        "paste_back": paste_back,
+        **option_fields,
     }

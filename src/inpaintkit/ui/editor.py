@@ -24,8 +24,12 @@ def job_image_and_mask(editor: Optional[dict[str, Any]], mask_file: Optional[str
     background = (editor or {}).get("background")
     if background is None:
         raise InputError("Upload an image first (drop it on the editor or click it).")
-    if background.width * background.height > MAX_IMAGE_PIXELS:  # the editor decodes it; the CLI's bomb limit still holds
-        raise InputError(f"The image is {background.width}x{background.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed.")
+    if (
+        background.width * background.height > MAX_IMAGE_PIXELS
+    ):  # the editor decodes it; the CLI's bomb limit still holds
+        raise InputError(
+            f"The image is {background.width}x{background.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed."
+        )
     pixels = to_rgb_array(background)
     masks = [painted] if (painted := painted_mask(editor.get("layers") or [], background.size)).any() else []
     if mask_file:
@@ -33,7 +37,9 @@ def job_image_and_mask(editor: Optional[dict[str, Any]], mask_file: Optional[str
     if not masks:
         alpha = alpha_channel(background)
         if alpha is None or alpha.min() == 255:
-            raise InputError("Nothing to repaint: paint over the image with the brush, or upload a mask (white = repaint).")
+            raise InputError(
+                "Nothing to repaint: paint over the image with the brush, or upload a mask (white = repaint)."
+            )
         masks.append(1.0 - alpha.astype(np.float32) / 255.0)
     return pixels, np.maximum.reduce(masks).astype(np.float32)
 
@@ -44,7 +50,10 @@ def painted_mask(layers: list[Image.Image], size: tuple[int, int]) -> np.ndarray
     painted = np.zeros((height, width), dtype=bool)
     for layer in layers:
         if layer.size != size:
-            raise InputError(f"A painted layer is {layer.width}x{layer.height} pixels but the image is {width}x{height}; clear the mask and paint again.")
+            raise InputError(
+                f"A painted layer is {layer.width}x{layer.height} pixels but the image is {width}x{height}; clear the "
+                "mask and paint again."
+            )
         alpha = alpha_channel(layer)
         if alpha is not None:
             painted |= alpha > 0

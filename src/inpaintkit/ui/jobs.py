@@ -29,7 +29,9 @@ SETTING_PARAMETERS = frozenset(field.name for field in fields(InpaintSettings))
 
 
 class InpaintJobs:
-    """Handlers around one loaded Inpainter. One job uses the model at a time; Stop ends a session's job between steps."""
+    """Handlers around one loaded Inpainter. One job uses the model at a time; Stop ends a session's job between
+    steps.
+    """
 
     def __init__(self, inpainter):
         self.inpainter = inpainter
@@ -37,16 +39,38 @@ class InpaintJobs:
         self.stop_switches: dict[Optional[str], threading.Event] = {}
 
     def inpaint(
-        self, image: Optional[dict], prompt: str, negative_prompt: str, method: str,
-        guidance: float, steps: int, strength: float, seed: Optional[float], num_images: int, scheduler: str,
-        mask_grow: int, mask_blur: int, only_masked: bool, crop_padding: Optional[float], fill: str, color_match: bool,
-        paste_back: bool, blend_start: Optional[float], mask_dilation_iterations: Optional[int], reconstruct: Optional[str],
-        jump_length: Optional[int], jump_n_sample: Optional[int], known_t: Optional[int], mask: Optional[str] = None,
-        request: gr.Request = None, progress: gr.Progress = gr.Progress(),
+        self,
+        image: Optional[dict],
+        prompt: str,
+        negative_prompt: str,
+        method: str,
+        guidance: float,
+        steps: int,
+        strength: float,
+        seed: Optional[float],
+        num_images: int,
+        scheduler: str,
+        mask_grow: int,
+        mask_blur: int,
+        only_masked: bool,
+        crop_padding: Optional[float],
+        fill: str,
+        color_match: bool,
+        paste_back: bool,
+        blend_start: Optional[float],
+        mask_dilation_iterations: Optional[int],
+        reconstruct: Optional[str],
+        jump_length: Optional[int],
+        jump_n_sample: Optional[int],
+        known_t: Optional[int],
+        mask: Optional[str] = None,
+        request: gr.Request = None,
+        progress: gr.Progress = gr.Progress(),
     ) -> tuple[list[tuple[Image.Image, str]], str, int]:
-        """Inpaint the editor's image where the mask is painted and/or uploaded: (gallery items, first seed used, selected result).
+        """Inpaint the editor's image where the mask is painted and/or uploaded.
 
-        The parameters are the API's (gradio_client: `api_name="/inpaint"`); the mask file is last, so that it is optional.
+        Returns (gallery items, first seed used, selected result). The parameters are the API's
+        (gradio_client: `api_name="/inpaint"`); the mask file is last, so that it is optional.
         """
         values = {name: value for name, value in locals().items() if name in SETTING_PARAMETERS}
         with shown_as_messages():
@@ -54,6 +78,7 @@ class InpaintJobs:
             settings = job_settings(values, only_masked)
             self.inpainter.check(settings)  # a bad combination fails at once, without waiting for the model
             with self.stop_switch(request) as stop, self.model_lock:
+
                 def on_step(step: int, total: int, latents) -> bool:
                     progress((step + 1, total), desc="denoising", unit="steps")  # step counts from 0
                     return not stop.is_set()
@@ -84,8 +109,12 @@ def session_of(request: Optional[gr.Request]) -> Optional[str]:
 
 
 def job_settings(values: dict[str, Any], only_masked: bool) -> InpaintSettings:
-    """InpaintSettings from the UI's values: -1 or an empty seed is random, method options only for the chosen method."""
-    values = {name: whole_if_integral(value) if FIELD_KINDS[name] == "whole" else value for name, value in values.items()}
+    """InpaintSettings from the UI's values: -1 or an empty seed is random, method options only for the chosen
+    method.
+    """
+    values = {
+        name: whole_if_integral(value) if FIELD_KINDS[name] == "whole" else value for name, value in values.items()
+    }
     if values["seed"] is None or (isinstance(values["seed"], int) and values["seed"] < 0):
         values["seed"] = None
     if not only_masked:
@@ -99,12 +128,16 @@ def job_settings(values: dict[str, Any], only_masked: bool) -> InpaintSettings:
 
 
 def whole_if_integral(value: Any) -> Any:
-    """Gradio's numbers and sliders may arrive as floats (2.0); a whole number is meant. Other values are left to the settings' check."""
+    """Gradio's numbers and sliders may arrive as floats (2.0); a whole number is meant. Other values are left to the
+    settings' check.
+    """
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def with_png_text(image: Image.Image) -> Image.Image:
-    """The image re-read from a PNG carrying its settings as text, so the gallery's PNG (and its download) keeps them."""
+    """The image re-read from a PNG carrying its settings as text, so the gallery's PNG (and its download) keeps
+    them.
+    """
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=png_metadata(image.info["inpaintkit"]))
     buffer.seek(0)
@@ -123,14 +156,21 @@ def shown_as_messages() -> Iterator[None]:
     except Cancelled:
         raise gr.Error("Stopped; no images were made.", title="Stopped", print_exception=False) from None
     except (MemoryError, torch.OutOfMemoryError):
-        raise gr.Error("Out of memory; make fewer images, tick 'Only masked', or use a smaller image.", print_exception=False) from None
+        raise gr.Error(
+            "Out of memory; make fewer images, tick 'Only masked', or use a smaller image.", print_exception=False
+        ) from None
     except Exception:
         log.exception("The web UI's job failed")
-        raise gr.Error("Something went wrong on the server (the details are in its log); try other settings.", print_exception=False) from None
+        raise gr.Error(
+            "Something went wrong on the server (the details are in its log); try other settings.",
+            print_exception=False,
+        ) from None
 
 
 def preview_mask(image: Optional[dict], mask: Optional[str]) -> Optional[np.ndarray]:
-    """The image with the job's mask (painted strokes and uploaded mask together) tinted over it; None while there is none."""
+    """The image with the job's mask (painted strokes and uploaded mask together) tinted over it; None while there is
+    none.
+    """
     if not image or image.get("background") is None:
         return None
     try:
@@ -141,7 +181,9 @@ def preview_mask(image: Optional[dict], mask: Optional[str]) -> Optional[np.ndar
         return None
 
 
-def use_result(results: Optional[list], selected: int, mask: Optional[str]) -> tuple[dict[str, Any], Optional[np.ndarray]]:
+def use_result(
+    results: Optional[list], selected: int, mask: Optional[str]
+) -> tuple[dict[str, Any], Optional[np.ndarray]]:
     """The selected result as the editor's new picture, without strokes, to keep editing; and the preview of the
     uploaded mask (if any, it still applies) over it."""
     if not results:
@@ -160,7 +202,11 @@ def use_result(results: Optional[list], selected: int, mask: Optional[str]) -> t
 def clear_mask(image: Optional[dict]) -> tuple[Optional[dict[str, Any]], None, None]:
     """The editor's picture without strokes, no uploaded mask, and so no preview."""
     background = (image or {}).get("background")
-    return (None if background is None else {"background": background, "layers": [], "composite": background}), None, None
+    return (
+        (None if background is None else {"background": background, "layers": [], "composite": background}),
+        None,
+        None,
+    )
 
 
 def selected_index(event: gr.SelectData) -> int:

@@ -22,12 +22,24 @@ def start(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, max_fil
     """
     try:
         _, url, _ = demo.launch(
-            server_name=host, server_port=port, prevent_thread_lock=True, share=False, quiet=True, inbrowser=False,
-            max_file_size=f"{max_file_size_mb}mb", ssr_mode=False, enable_monitoring=False, mcp_server=False, pwa=False,
-            footer_links=["api", "settings"], show_error=False,
+            server_name=host,
+            server_port=port,
+            prevent_thread_lock=True,
+            share=False,
+            quiet=True,
+            inbrowser=False,
+            max_file_size=f"{max_file_size_mb}mb",
+            ssr_mode=False,
+            enable_monitoring=False,
+            mcp_server=False,
+            pwa=False,
+            footer_links=["api", "settings"],
+            show_error=False,
         )
     except OSError as error:
-        raise InputError(f"Cannot serve on {host}:{port} ({error.strerror or 'the port is in use'}); pass another --port or --host.") from None
+        raise InputError(
+            f"Cannot serve on {host}:{port} ({error.strerror or 'the port is in use'}); pass another --port or --host."
+        ) from None
     return url
 
 
@@ -41,7 +53,9 @@ def launch(arguments: argparse.Namespace) -> int:
     demo = build_app(inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue)
     url = start(demo, host=arguments.host, port=arguments.port, max_file_size_mb=arguments.max_file_size)
     if not is_loopback(arguments.host):
-        log.warning("The UI listens on %s: anyone who can reach this machine can use it (it has no login).", arguments.host)
+        log.warning(
+            "The UI listens on %s: anyone who can reach this machine can use it (it has no login).", arguments.host
+        )
     log.info("web UI at %s (Ctrl-C to stop)", url)
     demo.block_thread()
     return 0
