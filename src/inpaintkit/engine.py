@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -21,11 +21,9 @@ from .errors import Cancelled
 from .models import Components
 from .schedulers import make_scheduler
 from .settings import InpaintSettings
+from .stopping import StepCallback, StopCheck, Stopper
 
 log = logging.getLogger("inpaintkit")
-
-# callback(step_index, total_steps, latents); returning False stops the job between steps.
-StepCallback = Callable[[int, int, torch.Tensor], Optional[bool]]
 
 
 @dataclass
@@ -44,6 +42,7 @@ class LoopState:
     change: Optional[torch.Tensor]  # latent-resolution per-pixel strength in [0, 1] (soft masks), or None
     image: torch.Tensor  # the input in pixel space, 1x3xHxW in [-1, 1]
     pixel_mask: torch.Tensor  # the binary mask in pixel space, 1x1xHxW
+    stopper: Stopper = field(default_factory=Stopper)  # a long method stage (bld's optimisation) checks it
     extra: dict = field(default_factory=dict)  # a method's own values between steps
 
     def fresh_noise(self) -> torch.Tensor:
@@ -65,17 +64,26 @@ def denoise(
     settings: InpaintSettings,
     callback: Optional[StepCallback] = None,
     change_map: Optional[np.ndarray] = None,
+    should_stop: Optional[StopCheck] = None,
 ) -> np.ndarray:
     """Inpaint HxWx3 uint8 `pixels` where the binary HxW `mask` is 1; H and W are multiples of the VAE factor.
 
-    `change_map` (HxW in [0, 1]) is the per-pixel strength for methods with soft masks.
+    `change_map` (HxW in [0, 1]) is the per-pixel strength for methods with soft masks. `should_stop` is
+    polled before every text-encoder and VAE call (each tile, when tiled) and between steps; True raises Cancelled.
     Returns NxHxWx3 uint8, one image per seed in `settings.seeds()`.
     """
     device = components.device
     generators = generators_for(settings.seeds())
     guided = settings.guidance > 1.0  # classifier-free guidance, as diffusers decides it
 
-    with torch.inference_mode():
+    stopper = Stopper(should_stop)
+    # A tiled VAE calls its encoder and decoder once per tile: the finest place a long encode or decode can stop.
+    watched = {
+        "while encoding the prompt": components.text_encoder,
+        "while encoding the image": components.vae.encoder,
+        "while decoding": components.vae.decoder,
+    }
+    with torch.inference_mode(), stopper.around_calls(watched):
         # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
         scheduler = build_scheduler(method, settings, components.scheduler_config)
         timesteps = schedule(scheduler, settings.steps, method.skipped_steps(settings), device)
@@ -106,6 +114,7 @@ def denoise(
             masked_image,
             change_map,
         )
+        state.stopper = stopper
         latents = method.start(state, latents)
         if guided and condition is not None:
             condition = torch.cat([condition] * 2)
@@ -128,6 +137,7 @@ def denoise(
             latents = method.after_step(state, i, latents)
             if callback is not None and callback(count, len(order), latents) is False:
                 raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
+            stopper.check(f"after step {count + 1} of {len(order)}")
 
         # 6. Decode.
         decoded = method.decode(state, latents)

@@ -22,8 +22,10 @@ from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
 from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
+from .names import MAX_BATCH_IMAGES
 from .outpaint import expand_canvas
 from .settings import InpaintSettings
+from .stopping import JobHooks, StopCheck
 
 log = logging.getLogger("inpaintkit")
 
@@ -81,6 +83,7 @@ class Inpainter:
         prompt: str = "",
         *,
         callback: Optional[StepCallback] = None,
+        should_stop: Optional[StopCheck] = None,
         **options: Any,
     ) -> list[Image.Image]:
         """Inpaint `image` where `mask` is white (or, without a mask, where the image is transparent).
@@ -88,9 +91,11 @@ class Inpainter:
         `options` are the fields of InpaintSettings (negative_prompt, method, guidance, steps, strength,
         seed, num_images, scheduler, mask_grow, mask_blur, paste_back, crop_padding, fill, color_match
         and the method options). `callback(step, total, latents)` runs after every step; returning
-        False stops the job (raises Cancelled).
+        False stops the job (raises Cancelled). `should_stop()` is polled at every stage, also inside the
+        VAE's work (each tile) and bld's reconstruction; True stops the job there (raises Cancelled).
         """
-        return self.run(image, mask, InpaintSettings.from_options(prompt=prompt, **options), callback)
+        settings = InpaintSettings.from_options(prompt=prompt, **options)
+        return self.run(image, mask, settings, callback, should_stop)
 
     def outpaint(
         self,
@@ -102,12 +107,13 @@ class Inpainter:
         top: int = 0,
         bottom: int = 0,
         callback: Optional[StepCallback] = None,
+        should_stop: Optional[StopCheck] = None,
         **options: Any,
     ) -> list[Image.Image]:
         """Extend the canvas by the given pixels on each side and paint the new area."""
         pixels = to_rgb_array(open_image(image, "image"))
         canvas, mask = expand_canvas(pixels, left=left, right=right, top=top, bottom=bottom)
-        return self(canvas, mask, prompt, callback=callback, **options)
+        return self(canvas, mask, prompt, callback=callback, should_stop=should_stop, **options)
 
     def run(
         self,
@@ -115,15 +121,19 @@ class Inpainter:
         mask: Optional[ImageLike],
         settings: InpaintSettings,
         callback: Optional[StepCallback] = None,
+        should_stop: Optional[StopCheck] = None,
     ) -> list[Image.Image]:
         """Like calling the inpainter, with the settings already built."""
         settings = settings.with_seed()
         method = self.check(settings)
+        for name, how in method.adapted_defaults(settings, self.components.scheduler_config["_class_name"]).items():
+            log.info("%s: %s %s.", method.name, name, how)
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
         tiled = False
         if regions.box is not None:
-            generated, box, tiled = self._generate(pixels, regions, settings, method, callback)
+            hooks = JobHooks(callback, should_stop)
+            generated, box, tiled = self._generate(pixels, regions, settings, method, hooks)
             images = [self._finish(each, box, pixels, regions, settings, method) for each in generated]
         else:
             log.warning(
@@ -138,12 +148,17 @@ class Inpainter:
 
     def check(self, settings: InpaintSettings) -> Method:
         """The method these settings ask for, checked against this model and its scheduler (cheap, no inference)."""
-        method = resolve_method(settings.method, self.capabilities, settings)
         training_steps = self.components.scheduler_config.get("num_train_timesteps", 1000)
         if settings.steps > training_steps:
             raise InputError(
                 f"Steps must be at most the model's {training_steps} training timesteps, got {settings.steps}."
             )
+        if settings.num_images > MAX_BATCH_IMAGES:  # one call is one batch, held in memory at once
+            raise InputError(
+                f"One call makes at most {MAX_BATCH_IMAGES} images (one batch), got num_images "
+                f"{settings.num_images}; make more in several calls (the CLI splits them with --batch-size)."
+            )
+        method = resolve_method(settings.method, self.capabilities, settings)
         scheduler = build_scheduler(method, settings, self.components.scheduler_config)
         scheduler.set_timesteps(settings.steps)
         if float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000 steps
@@ -154,7 +169,7 @@ class Inpainter:
         return method
 
     def _generate(
-        self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, callback
+        self, pixels: np.ndarray, regions: MaskRegions, settings: InpaintSettings, method: Method, hooks: JobHooks
     ) -> tuple[np.ndarray, Box, bool]:
         """Fill the hole, cut the crop window (if asked), run the engine, and put the window back.
 
@@ -162,7 +177,7 @@ class Inpainter:
         VAE worked in tiles (it depends on the size the engine ran at)."""
         if settings.crop_padding is None:
             filled = fill_masked(pixels, regions.repaint, settings.fill, seed=settings.seed)
-            outputs, tiled = self._denoise_padded(filled, regions.repaint, regions.change, settings, method, callback)
+            outputs, tiled = self._denoise_padded(filled, regions.repaint, regions.change, settings, method, hooks)
             return outputs, (slice(None), slice(None)), tiled
         # Nothing outside the window changes, so no pixel work needs more than the window and what finishing reads.
         window = window_around(regions.box, pixels.shape, settings.crop_padding, self.capabilities.native_size)
@@ -171,7 +186,7 @@ class Inpainter:
         )
         work_change = None if regions.change is None else crop_map(regions.change, window)
         outputs, tiled = self._denoise_padded(
-            work_pixels, crop_mask(regions.repaint, window), work_change, settings, method, callback
+            work_pixels, crop_mask(regions.repaint, window), work_change, settings, method, hooks
         )
         box = self._finish_box(window, regions, settings, pixels.shape)
         return np.stack([paste_window(pixels[box], each, window.inside(box)) for each in outputs]), box, tiled
@@ -185,7 +200,7 @@ class Inpainter:
             return window.box
         return union_box(window.box, expand_box(regions.box, RING_PIXELS, shape))
 
-    def _denoise_padded(self, pixels, repaint, change, settings, method, callback) -> tuple[np.ndarray, bool]:
+    def _denoise_padded(self, pixels, repaint, change, settings, method, hooks) -> tuple[np.ndarray, bool]:
         """Run the engine on a copy padded to a multiple of the VAE factor, then crop back."""
         height, width = repaint.shape
         factor = self.capabilities.vae_scale_factor
@@ -197,8 +212,9 @@ class Inpainter:
             padded,
             pad_to_multiple(repaint, factor, mode="constant"),
             settings,
-            callback,
+            hooks.callback,
             padded_change,
+            hooks.should_stop,
         )
         return output[:, :height, :width], self.components.acceleration.tiles(*padded.shape[:2])
 
@@ -243,6 +259,9 @@ class Inpainter:
             "fuse_qkv": acceleration.fuse_qkv,
         }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
+        adapted = method.adapted_defaults(settings, self.components.scheduler_config["_class_name"])
+        if adapted:
+            parameters["adapted_defaults"] = adapted
         if self.capabilities.untrained:
             parameters["model_untrained"] = True
         image.info["inpaintkit"] = parameters

@@ -113,6 +113,7 @@ def optimize_decoder(state, latents: torch.Tensor, generated: torch.Tensor) -> t
         mask = state.pixel_mask.to(z.device).float().clone()
         optimizer = torch.optim.Adam([*post_quant_conv.parameters(), *decoder.parameters()], lr=OPTIMIZE_LR)
         for _ in range(OPTIMIZE_STEPS):
+            state.stopper.check("while reconstructing the background")
             output = decoder(post_quant_conv(z))
             loss = F.mse_loss(output * mask, target_inside * mask) + BACKGROUND_WEIGHT * F.mse_loss(
                 output * (1 - mask), source * (1 - mask)
