@@ -26,6 +26,7 @@ from .names import (
     DTYPE_CHOICES,
     FILLS,
     KID_FEATURES,
+    MAX_BATCH_IMAGES,
     METHOD_NAMES,
     METHOD_SUMMARIES,
     PIPE_IMAGES,
@@ -55,6 +56,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def batch_size(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_BATCH_IMAGES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_IMAGES}, got {value}")
     return value
 
 
@@ -234,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest num_images per request (default {ServiceConfig.max_images})",
     )
     limits.add_argument(
+        "--max-steps",
+        type=int,
+        default=ServiceConfig.max_steps,
+        metavar="N",
+        help=(
+            "largest denoiser (UNet) evaluations per request, over all its images, RePaint's revisits included "
+            f"(default {ServiceConfig.max_steps})"
+        ),
+    )
+    limits.add_argument(
         "--timeout",
         type=positive_number,
         default=ServiceConfig.timeout,
@@ -272,9 +290,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     generation.add_argument("--num-images", type=int, default=1, help="how many images to make (default 1)")
     generation.add_argument(
         "--batch-size",
-        type=positive_int,
+        type=batch_size,
         default=4,
-        help="images per UNet batch; each batch is saved as it finishes (default 4)",
+        help=f"images per UNet batch, at most {MAX_BATCH_IMAGES}; each batch is saved as it finishes (default 4)",
     )
     outputs = parser.add_argument_group("output")
     outputs.add_argument(
@@ -534,7 +552,8 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
 
     targets = output_paths(arguments.output, arguments.image, settings.seeds(), arguments.overwrite)
     inpainter = inpainter_from_arguments(arguments)
-    inpainter.check(settings)  # a method the checkpoint or scheduler cannot run fails before any work
+    # A method the checkpoint or scheduler cannot run fails before any work; the check sees one batch's settings.
+    inpainter.check(replace(settings, num_images=min(settings.num_images, arguments.batch_size)))
     warn_if_untrained(inpainter, arguments.model)
     if not arguments.quiet:
         log.info(

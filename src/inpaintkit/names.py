@@ -44,3 +44,11 @@ FILLS = ("original", "telea", "ns", "blur", "noise")
 
 # The seed of every bench sample and method unless --seed is given (the only definition).
 DEFAULT_SEED = 0
+
+# The most images one Inpainter call makes: they are one batch, in memory together. The CLI's --batch-size is
+# bounded by it and splits a larger --num-images into several calls.
+MAX_BATCH_IMAGES = 64
+
+# The longest prompt or negative prompt, in characters. CLIP reads 77 tokens (a few hundred characters) and T5
+# 512; far longer text only costs tokenizing time (a 10 MB prompt held a service's worker for 101 s; issue 13).
+MAX_TEXT_LENGTH = 10_000

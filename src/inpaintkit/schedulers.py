@@ -17,6 +17,16 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "lms": ("LMSDiscreteScheduler", {}),
 }
 SCHEDULER_NAMES = ("default", *SCHEDULERS)
+# diffusers' schedulers whose latents carry sigma-scaled noise (init_noise_sigma > 1), by class name.
+SIGMA_SCHEDULERS = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverSDEScheduler",
+)
 
 
 def check_scheduler_name(name: str) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .fill import FILLS
+from .names import MAX_TEXT_LENGTH
 from .schedulers import check_scheduler_name
 
 MAX_SEED = 2**32 - 1
@@ -55,6 +56,12 @@ class InpaintSettings:
 
     def __post_init__(self) -> None:
         self._check_types()
+        for name in ("prompt", "negative_prompt"):
+            if len(getattr(self, name)) > MAX_TEXT_LENGTH:
+                raise InputError(
+                    f"The {name.replace('_', ' ')} is {len(getattr(self, name)):,} characters long; "
+                    f"the limit is {MAX_TEXT_LENGTH:,}."
+                )
         if not 0.0 < self.strength <= 1.0:
             raise InputError(f"Strength must be in (0, 1], got {self.strength}.")
         if self.steps < 1:

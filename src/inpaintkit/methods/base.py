@@ -30,6 +30,12 @@ METHOD_OPTIONS = {
 }
 
 
+# The most denoiser (UNet) evaluations one image of a job may take: RePaint's revisits multiply the steps, and a
+# job's work must be bounded before it starts (issue 13). 10,000 is 1,000 steps with RePaint's defaults, about
+# 25 times the default repaint job; a service sets its own, lower budget per request (serve --max-steps).
+MAX_DENOISER_CALLS = 10_000
+
+
 def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
@@ -49,7 +55,7 @@ class Method:
 
     # -- checks, before any work -------------------------------------------------------------
     def check(self, capabilities: Capabilities, settings) -> None:
-        """Refuse a checkpoint or settings this method cannot use, in one sentence."""
+        """Refuse a checkpoint or settings this method cannot use (or whose work is unbounded), in one sentence."""
         if self.requires_inpainting_unet and not capabilities.inpainting_unet:
             raise InputError(
                 f"Method '{self.name}' needs a dedicated inpainting checkpoint (9-channel UNet) but this model's UNet "
@@ -59,14 +65,51 @@ class Method:
             if owner != self.name and getattr(settings, option) is not None:
                 raise InputError(f"{flag(option)} applies only to --method {owner}, not {self.name}.")
         self.check_options(settings)
+        calls = self.denoiser_calls(settings)
+        if calls > MAX_DENOISER_CALLS:
+            raise InputError(
+                f"This job would run the denoiser {calls:,} times per image, more than the limit of "
+                f"{MAX_DENOISER_CALLS:,}; lower --steps{self.work_options_hint()}."
+            )
 
     def check_options(self, settings) -> None:
         """Validate this method's own options (see `option`)."""
 
+    def work_options_hint(self) -> str:
+        """The options besides --steps that multiply this method's work, for the message above."""
+        return ""
+
     def option(self, settings, name: str):
-        """The option's value: the user's, or this method's default."""
+        """The option's value: the user's, or this method's default as it fits these settings."""
         value = getattr(settings, name)
-        return self.defaults[name] if value is None else value
+        return self.default(settings, name) if value is None else value
+
+    def default(self, settings, name: str):
+        """This method's default for an option, adapted to the other settings where the plain default cannot work
+        with them: a default must never contradict a setting the user gave (see `adapted_defaults`)."""
+        return self.defaults[name]
+
+    def adapted_defaults(self, settings, model_scheduler: str) -> dict[str, str]:
+        """The settings left at their default that this method adapted to the others, each with the reason (for the
+        output's metadata and a log line): its own options, and the scheduler it substitutes for the model's."""
+        adapted = {}
+        for name, plain in self.defaults.items():
+            if getattr(settings, name) is None and self.default(settings, name) != plain:
+                adapted[name] = f"{plain} -> {self.default(settings, name)}: {self.adaptation_reason(settings, name)}"
+        used = self.scheduler_name(settings.scheduler, model_scheduler)
+        if used != settings.scheduler:
+            adapted["scheduler"] = f"the model's {model_scheduler} -> {used}: {self.scheduler_reason}"
+        return adapted
+
+    def adaptation_reason(self, settings, name: str) -> str:
+        return "adapted to the other settings"
+
+    scheduler_reason = ""  # why scheduler_name substitutes a scheduler for the model's default, if it does
+
+    def denoiser_calls(self, settings) -> int:
+        """Denoiser (UNet) evaluations per image: the steps that run, a method's revisits included. Computed
+        without building the step order, so an absurd setting costs nothing to refuse."""
+        return self.steps_run(settings)
 
     def scheduler_name(self, requested: str, model_scheduler: str) -> str:
         """The scheduler to build; a method that needs a particular kind may substitute or refuse."""

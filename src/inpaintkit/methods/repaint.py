@@ -19,6 +19,14 @@ from .base import Method
 from .blend import known_at_next_level
 
 STATELESS_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")  # step() depends on t alone, so a step can be redone
+# Each block is resampled at most this often. The paper uses r = 10 (up to 20 in its ablations); far beyond that
+# the hole stops changing while the cost keeps growing (the total is also bounded by base.MAX_DENOISER_CALLS).
+MAX_JUMP_N_SAMPLE = 100
+
+
+def jump_schedule_length(count: int, jump_length: int, jump_n_sample: int) -> int:
+    """len(jump_schedule(...)) without building it: each of the blocks that jump adds (r - 1) * J steps."""
+    return count + (jump_n_sample - 1) * jump_length * len(range(0, count - jump_length, jump_length))
 
 
 def jump_schedule(count: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -59,10 +67,30 @@ class RePaint(Method):
             raise InputError(
                 f"--jump-length and --jump-n-sample must be at least 1, got {jump_length} and {jump_n_sample}."
             )
+        if jump_n_sample > MAX_JUMP_N_SAMPLE:
+            raise InputError(f"--jump-n-sample must be at most {MAX_JUMP_N_SAMPLE}, got {jump_n_sample}.")
         if jump_length > steps_run:
             raise InputError(
                 f"--jump-length {jump_length} is larger than the {steps_run} steps that run; lower it or raise --steps."
             )
+
+    def default(self, settings, name: str):
+        # A jump cannot be longer than the steps that run: with --steps 4 the default 10 becomes 4.
+        if name == "jump_length":
+            return min(self.defaults["jump_length"], self.steps_run(settings))
+        return super().default(settings, name)
+
+    def adaptation_reason(self, settings, name: str) -> str:
+        return f"only {self.steps_run(settings)} steps run"
+
+    def work_options_hint(self) -> str:
+        return ", --jump-n-sample or --jump-length"
+
+    def denoiser_calls(self, settings) -> int:
+        jump_length, jump_n_sample = self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
+        return jump_schedule_length(self.steps_run(settings), jump_length, jump_n_sample)
+
+    scheduler_reason = "repaint redoes steps, which needs a scheduler whose step depends on t alone"
 
     def scheduler_name(self, requested: str, model_scheduler: str) -> str:
         if requested == "default":

@@ -9,6 +9,7 @@ results: compare it with bld rather than use it for production.
 import torch
 
 from ..errors import InputError
+from ..schedulers import SIGMA_SCHEDULERS
 from .base import Method
 
 
@@ -22,6 +23,12 @@ class TDPaint(Method):
         known_t = self.option(settings, "known_t")
         if not 0 <= known_t < 1000:
             raise InputError(f"--known-t must be a training timestep in [0, 1000), got {known_t}.")
+
+    scheduler_reason = "tdpaint mixes noise levels in the UNet input, which needs a variance-preserving scheduler"
+
+    def scheduler_name(self, requested: str, model_scheduler: str) -> str:
+        # The model's own scheduler is only a default: one that cannot work here is replaced, not refused.
+        return "ddim" if requested == "default" and model_scheduler in SIGMA_SCHEDULERS else requested
 
     def check_scheduler(self, scheduler) -> None:
         if scheduler.init_noise_sigma > 1:

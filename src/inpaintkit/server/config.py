@@ -18,10 +18,13 @@ class ServiceConfig:
     max_body: int = 50 * MIB  # request body, in bytes
     timeout: float = 300.0  # seconds from a request's arrival to its answer; then the job is cancelled (504)
     max_images: int = 4  # num_images one request may ask for
+    # Denoiser (UNet) evaluations one request may cost, over all its images: bounds a job's work before it queues.
+    # 2000 fits the default repaint job (410 calls per image) times the default max_images (4).
+    max_steps: int = 2000
     api_key: Optional[str] = None  # when set, /v1/* needs it (X-API-Key or Authorization: Bearer)
 
     def __post_init__(self) -> None:
-        for name in ("max_queue", "max_pixels", "max_body", "max_images"):
+        for name in ("max_queue", "max_pixels", "max_body", "max_images", "max_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(
