@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
-from .errors import Cancelled, InputError
+from .errors import Cancelled, InputError, first_line
 from .names import (
     AUTO_TILING_PIXELS,
     DEFAULT_CLIP_MODEL,
@@ -511,13 +511,10 @@ def configure_logging(quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(logging.ERROR if quiet else logging.INFO)
     log.propagate = False
-    warnings.filterwarnings("ignore", module="(diffusers|transformers|huggingface_hub|torch)")
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
+    from .quiet import NOISY_MODULES, silence_libraries
 
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
+    warnings.filterwarnings("ignore", module=NOISY_MODULES)
+    silence_libraries()  # for the whole command: nothing to restore
 
 
 class OneLineFormatter(logging.Formatter):
@@ -585,12 +582,18 @@ def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
     """Where each image goes: the file itself for one image, NAME-k.png for several, NAME-SEED.png in a folder."""
-    from .io import check_writable
-
     if not output_argument.strip():
         raise InputError("The output path is empty; give a .png file or a folder.")
-    output = Path(output_argument)
-    if output_argument.endswith(("/", "\\")) and not output.exists():
+    try:
+        return _output_paths(Path(output_argument), output_argument.endswith(("/", "\\")), image, seeds, overwrite)
+    except OSError as error:  # e.g. a folder name longer than the file system allows (ENAMETOOLONG)
+        raise InputError(f"Cannot use the output {output_argument} ({error.strerror or error}).") from None
+
+
+def _output_paths(output: Path, is_folder: bool, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:
+    from .io import check_writable
+
+    if is_folder and not output.exists():
         try:
             output.mkdir(parents=True)
         except OSError as error:
@@ -609,7 +612,7 @@ def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite:
         )
     if not folder.is_dir():
         raise InputError(f"Output folder {folder} does not exist.")
-    check_writable(folder)
+    check_writable(folder, [target.name for target in targets])
     existing = [str(target) for target in targets if target.exists()]
     if existing and not overwrite:
         raise InputError(
@@ -646,9 +649,13 @@ def command_make_tiny_model(arguments: argparse.Namespace) -> int:
     from .tiny import UNTRAINED_NOTE, make_tiny_model
 
     folder = arguments.folder
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise InputError(f"{folder} already exists and is not an empty folder.")
-    make_tiny_model(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
+    try:
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise InputError(f"{folder} already exists and is not an empty folder.")
+        folder.mkdir(parents=True, exist_ok=True)
+        make_tiny_model(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
+    except OSError as error:  # an unwritable place (/proc/x), a full disk, a name too long
+        raise InputError(f"Cannot write the model to {folder} ({error.strerror or first_line(error)}).") from None
     print(f"{folder}\t{UNTRAINED_NOTE}")
     return 0
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Iterable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -17,6 +18,8 @@ from .errors import InputError, first_line
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+log = logging.getLogger("inpaintkit")
+
 # Pillow's own decompression-bomb limit: an image above it is refused before it is decoded.
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
@@ -24,7 +27,7 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 def open_image(source: ImageLike, what: str = "image") -> Image.Image:
     """Open a path, PIL image or array as a fully decoded, upright PIL image (mode unchanged)."""
     if isinstance(source, Image.Image):
-        return _upright(source)
+        return _upright(source, what)
     if isinstance(source, np.ndarray):
         return _from_array(source, what)
     path = Path(source)
@@ -40,7 +43,9 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
         try:
             with Image.open(path) as image:
                 image.load()
-                return _upright(image)
+                return _upright(image, what)
+        except InputError:
+            raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InputError(
                 f"The {what} file {path} declares more than {MAX_IMAGE_PIXELS:,} pixels, Pillow's limit "
@@ -54,9 +59,20 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
             ) from None
 
 
-def _upright(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag, so the pixels are what a photo viewer shows."""
-    return ImageOps.exif_transpose(image) or image
+def _upright(image: Image.Image, what: str) -> Image.Image:
+    """Apply the EXIF orientation tag, so the pixels are what a photo viewer shows.
+
+    A malformed EXIF block (a PNG eXIf or WebP EXIF chunk that is not TIFF data) is refused: without its
+    orientation the pixels may be turned against the mask the user drew on the upright picture.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" warnings: the error below says it once
+        try:
+            return ImageOps.exif_transpose(image) or image
+        except Exception as error:  # Pillow raises SyntaxError, struct.error, KeyError... for bad EXIF
+            raise InputError(
+                f"The {what}'s EXIF metadata is malformed ({first_line(error)}); re-save the {what} without it."
+            ) from None
 
 
 def _from_array(array: np.ndarray, what: str) -> Image.Image:
@@ -140,7 +156,13 @@ def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.nd
     elif _is_array(mask, channels=None):
         mask_values = mask.astype(np.float32) / 255.0
     else:
-        mask_values = mask_to_array(open_image(mask, "mask"))
+        mask_picture = open_image(mask, "mask")
+        if looks_swapped(pixels, mask_picture):
+            log.warning(
+                "The mask is a colour picture and the image has only two colours: were the image and the mask "
+                "swapped? (The mask is white where the image is repainted.)"
+            )
+        mask_values = mask_to_array(mask_picture)
     if mask_values.shape != pixels.shape[:2]:
         mask_h, mask_w = mask_values.shape
         image_h, image_w = pixels.shape[:2]
@@ -148,6 +170,27 @@ def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.nd
             f"The mask is {mask_w}x{mask_h} pixels but the image is {image_w}x{image_h}; they must be the same size."
         )
     return pixels, mask_values
+
+
+SAMPLED_PIXELS = 256 * 256  # enough to tell a photo from a two-valued mask, cheap at any size
+
+
+def looks_swapped(pixels: np.ndarray, mask: Image.Image) -> bool:
+    """A colour photo given as the mask, and a black-and-white picture (a mask, its edges maybe anti-aliased) given
+    as the image. Judged on a sample of pixels."""
+    if mask.mode in ("1", "L", "LA", "I", "F") or mask.mode in HIGH_DEPTH_MODES:
+        return False
+    stride = max(1, int(np.sqrt(pixels.shape[0] * pixels.shape[1] / SAMPLED_PIXELS)))
+    sample = pixels[::stride, ::stride]
+    grey = (sample[:, :, 0] == sample[:, :, 1]) & (sample[:, :, 1] == sample[:, :, 2])
+    black_or_white = (sample[:, :, 0] <= 8) | (sample[:, :, 0] >= 247)
+    if not grey.all() or np.mean(black_or_white) < 0.95:
+        return False
+    colours = to_rgb_array(mask)[::stride, ::stride].astype(np.int16)
+    spread = colours.max(axis=2) - colours.min(axis=2)  # 0 for greys, large for saturated colours
+    # A photo has many coloured pixels; a mask painted in one colour (red strokes) has them too, but then the
+    # image is a photo and the test above has already answered.
+    return float(np.mean(spread > 24)) > 0.1
 
 
 def _is_array(source: ImageLike, channels: int | None) -> bool:
@@ -202,7 +245,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary handle on a temporary file beside `path`, renamed onto it only if the block succeeds."""
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # The name is cut so a target name near the file system's limit still gets a temporary file beside it.
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     except OSError as error:
         raise InputError(f"Cannot write to {path.parent} ({error.strerror or error}).") from None
     try:
@@ -218,13 +262,21 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, not after the work, if files cannot be created in `folder` (root ignores permission bits)."""
+def check_writable(folder: Path, names: Iterable[str] = ()) -> None:
+    """Fail now, not after the work, if files cannot be created in `folder` (root ignores permission bits), or if
+    one of `names` is longer than the folder's file system allows."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
+        longest = max(names, key=lambda name: len(os.fsencode(name)), default=None)
+        limit = os.pathconf(folder, "PC_NAME_MAX") if longest is not None else 0
     except OSError as error:
         raise InputError(f"Cannot write to {folder} ({error.strerror or error}).") from None
+    if longest is not None and len(os.fsencode(longest)) > limit:
+        raise InputError(
+            f"The output name {longest[:40]}... is {len(os.fsencode(longest))} bytes long; the file system of "
+            f"{folder} allows at most {limit}."
+        )
 
 
 def _umask() -> int:

@@ -14,6 +14,7 @@ from .acceleration import Acceleration
 from .devices import limit_cpu_threads, resolve_device, resolve_dtype
 from .errors import InputError, first_line
 from .names import DEFAULT_MODEL
+from .quiet import quiet_libraries
 from .tiny import is_untrained
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -79,7 +80,8 @@ def load_components(
     torch_dtype = resolve_dtype(dtype, torch_device)
     if torch_device.type == "cpu":
         limit_cpu_threads()
-    pipeline = _load_pipeline(str(model), torch_dtype, config)
+    with quiet_libraries():
+        pipeline = _load_pipeline(str(model), torch_dtype, config)
     capabilities = read_capabilities(pipeline, str(model))
     for part in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
         part.to(torch_device)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .quiet import quiet_libraries
+
 UNTRAINED_NOTE = (
     "UNTRAINED random weights written by `inpaintkit make-tiny-model`: for offline tests only, outputs are noise."
 )
@@ -58,6 +60,7 @@ def write_byte_level_clip_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
+@quiet_libraries()
 def make_tiny_model(
     folder: str | Path,
     *,
@@ -120,6 +123,7 @@ def make_tiny_model(
     return save_untrained_model(folder, unet, vae, text_encoder, prediction_type)
 
 
+@quiet_libraries()
 def save_untrained_model(folder: Path, unet, vae, text_encoder, prediction_type: str = "epsilon") -> Path:
     """Save random-weight components as a diffusers folder with SD 1.x's scheduler, labelled untrained.
 
@@ -180,6 +184,7 @@ def is_untrained(folder: str | Path) -> bool:
         return False
 
 
+@quiet_libraries()
 def make_tiny_clip_model(folder: str | Path, seed: int = 0) -> Path:
     """Write a small UNTRAINED CLIP model + processor (about 300 KB) for offline tests of the CLIP and KID metrics."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
