@@ -18,7 +18,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .acceleration import set_vae_tiling
 from .errors import Cancelled
+from .guidance import Guidance, guidance_for
 from .models import Components
+from .noise import NoiseSchedule
 from .schedulers import make_scheduler
 from .settings import InpaintSettings
 from .stopping import StepCallback, StopCheck, Stopper
@@ -32,9 +34,7 @@ class LoopState:
 
     components: Components
     settings: InpaintSettings
-    scheduler: object
-    timesteps: torch.Tensor  # on the device, for the UNet and add_noise
-    timestep_values: list  # the same as Python numbers, for the scheduler's own arithmetic
+    schedule: NoiseSchedule  # the noise level of each step: methods ask it, never the scheduler
     generators: list[torch.Generator]
     known_latents: Optional[torch.Tensor]  # z0: the input image's latents (posterior samples), or None
     noise: torch.Tensor  # the job's initial noise, reused to noise the known region
@@ -74,7 +74,7 @@ def denoise(
     """
     device = components.device
     generators = generators_for(settings.seeds())
-    guided = settings.guidance > 1.0  # classifier-free guidance, as diffusers decides it
+    guidance = guidance_for(settings.guidance)
 
     stopper = Stopper(should_stop)
     # A tiled VAE calls its encoder and decoder once per tile: the finest place a long encode or decode can stop.
@@ -90,9 +90,10 @@ def denoise(
         # Read once, here: given Python numbers, the schedulers' step() compares and indexes on the host,
         # where a device tensor would make every step wait for the GPU (`if prev_timestep >= 0`).
         timestep_values = timesteps.tolist()
+        noise_schedule = NoiseSchedule(scheduler, timesteps, timestep_values)
 
-        # 2. Text embeddings, the unconditional half first (one batched UNet call per step).
-        embeddings = encode_prompt(components, settings, guided)
+        # 2. Text embeddings (with classifier-free guidance the unconditional half first, one batched UNet call).
+        embeddings = encode_prompt(components, settings, guidance)
 
         # 3. Image, mask and masked image as tensors, in pixel space.
         image = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
@@ -105,9 +106,7 @@ def denoise(
             components,
             method,
             settings,
-            scheduler,
-            timesteps,
-            timestep_values,
+            noise_schedule,
             generators,
             image,
             pixel_mask,
@@ -116,8 +115,8 @@ def denoise(
         )
         state.stopper = stopper
         latents = method.start(state, latents)
-        if guided and condition is not None:
-            condition = torch.cat([condition] * 2)
+        if condition is not None:
+            condition = guidance.batch(condition)
         step_kwargs = scheduler_step_kwargs(scheduler, generators)
 
         # 5. The loop.
@@ -126,13 +125,11 @@ def denoise(
             t, t_value = timesteps[i], timestep_values[i]
             latents = method.before_step(state, i, latents)
             model_input = method.unet_input(state, i, scheduler.scale_model_input(latents, t_value))
-            model_input = torch.cat([model_input] * 2) if guided else model_input
+            model_input = guidance.batch(model_input)
             if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
                 model_input = torch.cat([model_input, condition], dim=1)
             prediction = components.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
-            if guided:
-                unconditional, conditional = prediction.chunk(2)
-                prediction = unconditional + settings.guidance * (conditional - unconditional)
+            prediction = guidance.combine(prediction)
             latents = scheduler.step(prediction, t_value, latents, **step_kwargs, return_dict=False)[0]
             latents = method.after_step(state, i, latents)
             if callback is not None and callback(count, len(order), latents) is False:
@@ -152,9 +149,9 @@ def build_scheduler(method, settings: InpaintSettings, model_config: dict):
     return scheduler
 
 
-def encode_prompt(components: Components, settings: InpaintSettings, guided: bool) -> torch.Tensor:
-    """CLIP embeddings of the prompt, repeated per image; with guidance, the negative prompt's first."""
-    prompts = [settings.negative_prompt, settings.prompt] if guided else [settings.prompt]
+def encode_prompt(components: Components, settings: InpaintSettings, guidance: Guidance) -> torch.Tensor:
+    """CLIP embeddings of the prompts the guidance needs, repeated per image."""
+    prompts = guidance.prompts(settings.prompt, settings.negative_prompt)
     tokenizer, encoder = components.tokenizer, components.text_encoder
     warn_if_truncated(tokenizer, settings.prompt, "prompt")
     warn_if_truncated(tokenizer, settings.negative_prompt, "negative prompt")
@@ -189,9 +186,7 @@ def prepare_latents(
     components,
     method,
     settings,
-    scheduler,
-    timesteps,
-    timestep_values,
+    noise_schedule,
     generators,
     image,
     pixel_mask,
@@ -223,9 +218,9 @@ def prepare_latents(
     noise = torch.cat(noise)
 
     if settings.strength >= 1.0:
-        latents = noise * scheduler.init_noise_sigma
+        latents = noise_schedule.initial(noise)
     else:
-        latents = scheduler.add_noise(known_latents, noise, timesteps[:1].repeat(len(generators)))
+        latents = noise_schedule.noised(known_latents, noise, 0)
 
     # nearest-neighbour downsampling, as diffusers (and the inpainting checkpoints' training) does
     latent_mask = F.interpolate(pixel_mask, size=(height, width)).to(device, dtype).repeat(len(generators), 1, 1, 1)
@@ -237,9 +232,7 @@ def prepare_latents(
     state = LoopState(
         components=components,
         settings=settings,
-        scheduler=scheduler,
-        timesteps=timesteps,
-        timestep_values=timestep_values,
+        schedule=noise_schedule,
         generators=generators,
         known_latents=known_latents,
         noise=noise,

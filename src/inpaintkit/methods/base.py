@@ -10,7 +10,7 @@ doing nothing, so a method overrides only what it changes.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 import torch
@@ -18,6 +18,10 @@ import torch
 from ..errors import InputError
 from ..models import Capabilities
 from ..names import METHOD_SUMMARIES
+
+if TYPE_CHECKING:  # the loop imports the methods; the methods only name its state
+    from ..engine import LoopState
+    from ..settings import InpaintSettings
 
 # Every method option, with the method it belongs to (and its CLI flag, for messages).
 METHOD_OPTIONS = {
@@ -54,7 +58,7 @@ class Method:
         cls.summary = METHOD_SUMMARIES[cls.name]  # kept in names.py, so --help needs no torch
 
     # -- checks, before any work -------------------------------------------------------------
-    def check(self, capabilities: Capabilities, settings) -> None:
+    def check(self, capabilities: Capabilities, settings: InpaintSettings) -> None:
         """Refuse a checkpoint or settings this method cannot use (or whose work is unbounded), in one sentence."""
         if self.requires_inpainting_unet and not capabilities.inpainting_unet:
             raise InputError(
@@ -72,24 +76,24 @@ class Method:
                 f"{MAX_DENOISER_CALLS:,}; lower --steps{self.work_options_hint()}."
             )
 
-    def check_options(self, settings) -> None:
+    def check_options(self, settings: InpaintSettings) -> None:
         """Validate this method's own options (see `option`)."""
 
     def work_options_hint(self) -> str:
         """The options besides --steps that multiply this method's work, for the message above."""
         return ""
 
-    def option(self, settings, name: str):
+    def option(self, settings: InpaintSettings, name: str):
         """The option's value: the user's, or this method's default as it fits these settings."""
         value = getattr(settings, name)
         return self.default(settings, name) if value is None else value
 
-    def default(self, settings, name: str):
+    def default(self, settings: InpaintSettings, name: str):
         """This method's default for an option, adapted to the other settings where the plain default cannot work
         with them: a default must never contradict a setting the user gave (see `adapted_defaults`)."""
         return self.defaults[name]
 
-    def adapted_defaults(self, settings, model_scheduler: str) -> dict[str, str]:
+    def adapted_defaults(self, settings: InpaintSettings, model_scheduler: str) -> dict[str, str]:
         """The settings left at their default that this method adapted to the others, each with the reason (for the
         output's metadata and a log line): its own options, and the scheduler it substitutes for the model's."""
         adapted = {}
@@ -101,12 +105,12 @@ class Method:
             adapted["scheduler"] = f"the model's {model_scheduler} -> {used}: {self.scheduler_reason}"
         return adapted
 
-    def adaptation_reason(self, settings, name: str) -> str:
+    def adaptation_reason(self, settings: InpaintSettings, name: str) -> str:
         return "adapted to the other settings"
 
     scheduler_reason = ""  # why scheduler_name substitutes a scheduler for the model's default, if it does
 
-    def denoiser_calls(self, settings) -> int:
+    def denoiser_calls(self, settings: InpaintSettings) -> int:
         """Denoiser (UNet) evaluations per image: the steps that run, a method's revisits included. Computed
         without building the step order, so an absurd setting costs nothing to refuse."""
         return self.steps_run(settings)
@@ -118,39 +122,41 @@ class Method:
     def check_scheduler(self, scheduler) -> None:
         """Refuse a built scheduler this method cannot work with."""
 
-    def skipped_steps(self, settings) -> int:
+    def skipped_steps(self, settings: InpaintSettings) -> int:
         """How many of the noisiest steps not to run (strength < 1 skips some)."""
         return settings.steps - min(int(settings.steps * settings.strength), settings.steps)
 
-    def steps_run(self, settings) -> int:
+    def steps_run(self, settings: InpaintSettings) -> int:
         return settings.steps - self.skipped_steps(settings)
 
     # -- the loop -----------------------------------------------------------------------------
-    def step_order(self, state) -> Iterable[int]:
+    def step_order(self, state: LoopState) -> Iterable[int]:
         """The step indices to run, in order; a method may revisit steps (RePaint)."""
-        return range(len(state.timesteps))
+        return range(state.schedule.steps)
 
-    def start(self, state, latents: torch.Tensor) -> torch.Tensor:
+    def start(self, state: LoopState, latents: torch.Tensor) -> torch.Tensor:
         """The latents the loop starts from (default: noise, or the noised input when strength < 1)."""
         return latents
 
-    def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+    def before_step(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         return latents
 
-    def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+    def unet_input(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         """What the UNet sees of the (scaled) latents at step i."""
         return latents
 
-    def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
+    def after_step(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         """Called after scheduler step i with the new latents; returns the latents the loop continues with."""
         return latents
 
-    def decode(self, state, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, state: LoopState, latents: torch.Tensor) -> torch.Tensor:
         """Latents to images in [-1, 1]."""
         vae = state.components.vae
         return vae.decode(latents / state.components.capabilities.vae_scaling_factor, return_dict=False)[0]
 
     # -- pixels, after decoding ---------------------------------------------------------------
-    def finish(self, settings, generated: np.ndarray, original: np.ndarray, repaint: np.ndarray) -> np.ndarray:
+    def finish(
+        self, settings: InpaintSettings, generated: np.ndarray, original: np.ndarray, repaint: np.ndarray
+    ) -> np.ndarray:
         """Pixel-space work on one decoded HxWx3 uint8 image, before colour match and paste-back."""
         return generated

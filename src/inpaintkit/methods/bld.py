@@ -34,15 +34,6 @@ def mask_for_step(masks: list[torch.Tensor], i: int, count: int) -> torch.Tensor
     return masks[min(i * len(masks) // count, len(masks) - 1)]
 
 
-def start_from_noise(state) -> torch.Tensor:
-    """Pure noise at the level of the first step that runs (BLD starts from noise, not from the input)."""
-    scheduler, first = state.scheduler, state.scheduler.timesteps.tolist().index(state.timestep_values[0])
-    if scheduler.init_noise_sigma > 1 and hasattr(scheduler, "sigmas"):
-        # sigma-parameterised latents (Euler, LMS): noise of std sqrt(sigma^2 + 1) at that step's sigma
-        return state.noise * (scheduler.sigmas[first] ** 2 + 1) ** 0.5
-    return state.noise * scheduler.init_noise_sigma
-
-
 class BlendedLatentDiffusion(Method):
     name = "bld"
     paper = "Avrahami et al., Blended Latent Diffusion, SIGGRAPH 2023 (arXiv 2206.02779)"
@@ -76,11 +67,11 @@ class BlendedLatentDiffusion(Method):
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:
         state.extra["masks"] = shrinking_masks(state.mask, self.option(state.settings, "mask_dilation_iterations"))
-        return start_from_noise(state)
+        return state.schedule.pure_noise(state.noise, 0)  # BLD starts from noise, not from the input
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        mask = mask_for_step(state.extra["masks"], i, len(state.timesteps))
-        known = state.scheduler.add_noise(state.known_latents, state.fresh_noise(), state.timesteps[i : i + 1])
+        mask = mask_for_step(state.extra["masks"], i, state.schedule.steps)
+        known = state.schedule.noised(state.known_latents, state.fresh_noise(), i)
         return mask * latents + (1 - mask) * known
 
     def decode(self, state, latents: torch.Tensor) -> torch.Tensor:

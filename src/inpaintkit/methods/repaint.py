@@ -10,13 +10,10 @@ The UNet runs len(jump_schedule(...)) times: N + (r - 1) * J * len(range(0, N - 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..errors import InputError
 from .base import Method
-from .blend import known_at_next_level
 
 STATELESS_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler")  # step() depends on t alone, so a step can be redone
 # Each block is resampled at most this often. The paper uses r = 10 (up to 20 in its ablations); far beyond that
@@ -40,18 +37,6 @@ def jump_schedule(count: int, jump_length: int, jump_n_sample: int) -> list[int]
             jumps[t] -= 1
             t += jump_length
     return order
-
-
-def alpha_bars(state) -> list[float]:
-    """abar of the latents after each number of steps down, 0..len(timesteps), as Python floats.
-
-    Read before the loop, so going back up costs no host-device transfer per stride. The last step
-    lands on the scheduler's final alpha: DDIM's final_alpha_cumprod, or 1 for DDPM.
-    """
-    scheduler = state.scheduler
-    final = getattr(scheduler, "final_alpha_cumprod", None)
-    final = 1.0 if final is None else float(final)
-    return [float(scheduler.alphas_cumprod[t]) for t in state.timestep_values] + [final]
 
 
 class RePaint(Method):
@@ -104,21 +89,16 @@ class RePaint(Method):
     def step_order(self, state) -> list[int]:
         settings = state.settings
         return jump_schedule(
-            len(state.timesteps), self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
+            state.schedule.steps, self.option(settings, "jump_length"), self.option(settings, "jump_n_sample")
         )
 
-    def start(self, state, latents: torch.Tensor) -> torch.Tensor:
-        state.extra["alpha_bars"] = alpha_bars(state)
-        return latents
-
     def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        position, alpha_bar = state.extra.get("position", 0), state.extra["alpha_bars"]  # position: steps down so far
+        position = state.extra.get("position", 0)  # the steps down so far
         for level in range(position, i, -1):  # back up, one stride at a time
-            ratio = alpha_bar[level - 1] / alpha_bar[level]
-            latents = math.sqrt(ratio) * latents + math.sqrt(1 - ratio) * state.fresh_noise()
+            latents = state.schedule.back_up(latents, level, state.fresh_noise())
         return latents
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
         state.extra["position"] = i + 1
-        known = known_at_next_level(state, i, state.fresh_noise())
+        known = state.schedule.noised_after(state.known_latents, state.fresh_noise(), i)
         return (1 - state.mask) * known + state.mask * latents

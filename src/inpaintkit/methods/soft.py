@@ -18,8 +18,8 @@ class Soft(Method):
     soft_mask = True
 
     def before_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        original = state.scheduler.add_noise(state.known_latents, state.noise, state.timesteps[i : i + 1])
+        original = state.schedule.noised(state.known_latents, state.noise, i)
         if i == 0:
             return original
-        keep = (state.change < 1.0 - i / len(state.timesteps)).to(latents.dtype)
+        keep = (state.change < 1.0 - i / state.schedule.steps).to(latents.dtype)
         return keep * original + (1 - keep) * latents

@@ -9,6 +9,7 @@ results: compare it with bld rather than use it for production.
 import torch
 
 from ..errors import InputError
+from ..noise import variance_preserving
 from ..schedulers import SIGMA_SCHEDULERS
 from .base import Method
 
@@ -31,7 +32,7 @@ class TDPaint(Method):
         return "ddim" if requested == "default" and model_scheduler in SIGMA_SCHEDULERS else requested
 
     def check_scheduler(self, scheduler) -> None:
-        if scheduler.init_noise_sigma > 1:
+        if not variance_preserving(scheduler):
             raise InputError(
                 f"tdpaint mixes noise levels in the UNet input, which needs a variance-preserving scheduler "
                 f"(ddim, pndm, dpm++2m, unipc), not {type(scheduler).__name__}."
@@ -39,16 +40,14 @@ class TDPaint(Method):
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:
         # The known region's UNet input is the same at every step: built once, before the loop.
-        alpha_bar = state.scheduler.alphas_cumprod[self.option(state.settings, "known_t")].to(
-            latents.device, latents.dtype
-        )
-        state.extra["known_input"] = alpha_bar.sqrt() * state.known_latents + (1 - alpha_bar).sqrt() * state.noise
+        known_t = self.option(state.settings, "known_t")
+        state.extra["known_input"] = state.schedule.noised_to_timestep(state.known_latents, state.noise, known_t)
         return latents
 
     def unet_input(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
         return state.mask * latents + (1 - state.mask) * state.extra["known_input"]
 
     def after_step(self, state, i: int, latents: torch.Tensor) -> torch.Tensor:
-        if i < len(state.timesteps) - 1:
+        if i < state.schedule.steps - 1:
             return latents
         return state.mask * latents + (1 - state.mask) * state.known_latents  # the clean background to decode
