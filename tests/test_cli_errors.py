@@ -171,16 +171,25 @@ def test_model_folder_with_corrupt_weights(photo, tmp_path, tiny9, capsys):
     assert_one_line_error(code, err, f"Could not load model '{broken}'")
 
 
-def test_sdxl_folder_is_refused(photo, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "pipeline, family",
+    [
+        ("StableDiffusionXLInpaintPipeline", "of the SDXL family"),
+        ("FluxFillPipeline", "of the Flux family"),  # was called "SDXL-style" (it has a second text encoder too)
+        ("StableDiffusion3Pipeline", "of the Stable Diffusion 3 family"),
+        ("KandinskyV22InpaintPipeline", "of the Kandinsky family"),
+        ("AudioLDMPipeline", "is a AudioLDMPipeline, not a model family inpaintkit runs"),
+    ],
+)
+def test_a_family_not_supported_yet_is_named(photo, tmp_path, capsys, pipeline, family):
     image, mask = photo
-    sdxl = tmp_path / "sdxl"
-    sdxl.mkdir()
-    (sdxl / "model_index.json").write_text(
-        '{"_class_name": "StableDiffusionXLPipeline", '
-        '"text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}'
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(
+        f'{{"_class_name": "{pipeline}", "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"]}}'
     )
-    code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", sdxl), capsys)
-    assert_one_line_error(code, err, "SDXL-style model")
+    code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", folder), capsys)
+    assert_one_line_error(code, err, family)
 
 
 @pytest.mark.parametrize("model", ["not a hub id!", "./missing-folder", "weights.safetensors"])

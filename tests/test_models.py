@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from inpaintkit import Inpainter, InpaintSettings
@@ -39,6 +40,35 @@ def test_hub_id_loads_from_the_local_cache(tmp_path, tiny9):
     result = run_cli_subprocess(["info", "--model", "inpaintkit-test/tiny-inpainting"], tmp_path / "hf")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["unet_in_channels"] == 9
+    assert json.loads(result.stdout)["family"] == "sd"
+
+
+def test_a_hub_model_of_another_family_is_named_from_its_cached_index(tmp_path, tiny9):
+    flux = tmp_path / "flux"
+    shutil.copytree(tiny9, flux)
+    index = json.loads((flux / "model_index.json").read_text())
+    (flux / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxFillPipeline"}))
+    fake_hub_cache(tmp_path / "hf", "inpaintkit-test/tiny-flux", flux)
+    result = run_cli_subprocess(["info", "--model", "inpaintkit-test/tiny-flux"], tmp_path / "hf")
+    assert_one_line_error(result.returncode, result.stderr, "is of the Flux family (FluxFillPipeline)")
+
+
+@pytest.mark.parametrize(
+    "key, phrase",
+    [
+        ("conditioner.embedders.1.model.ln_final.weight", "is of the SDXL family (checkpoint)"),
+        ("double_blocks.0.img_attn.qkv.weight", "is of the Flux family (checkpoint)"),
+        ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "of the Stable Diffusion 3 family"),
+        ("some.other.layer.weight", "Cannot tell which model family the checkpoint"),
+    ],
+)
+def test_a_single_file_family_is_told_from_its_keys(tmp_path, tiny9, capsys, key, phrase):
+    from safetensors.torch import save_file
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_file({key: torch.zeros(2)}, str(checkpoint))
+    code, _, err = run_cli(["info", "--model", checkpoint, "--config", tiny9], capsys)
+    assert_one_line_error(code, err, phrase)
 
 
 def test_hub_id_not_cached_and_offline_is_one_sentence(tmp_path):

@@ -58,7 +58,7 @@ def offload_to_cpu(components) -> None:
     from accelerate import cpu_offload_with_hook
 
     hook = None
-    for name in ("text_encoder", "unet", "vae"):
+    for name in (*components.family.text_encoders, "unet", "vae"):
         _, hook = cpu_offload_with_hook(getattr(components, name), components.device, prev_module_hook=hook)
 
 

@@ -7,7 +7,6 @@ StableDiffusionInpaintPipeline, so the same components, seed and settings give t
 from __future__ import annotations
 
 import inspect
-import logging
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,14 +17,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .acceleration import set_vae_tiling
 from .errors import Cancelled
-from .guidance import Guidance, guidance_for
+from .guidance import guidance_for
 from .models import Components
 from .noise import NoiseSchedule
 from .schedulers import make_scheduler
 from .settings import InpaintSettings
 from .stopping import StepCallback, StopCheck, Stopper
-
-log = logging.getLogger("inpaintkit")
 
 
 @dataclass
@@ -72,17 +69,18 @@ def denoise(
     polled before every text-encoder and VAE call (each tile, when tiled) and between steps; True raises Cancelled.
     Returns NxHxWx3 uint8, one image per seed in `settings.seeds()`.
     """
-    device = components.device
+    device, family = components.device, components.family
     generators = generators_for(settings.seeds())
     guidance = guidance_for(settings.guidance)
 
     stopper = Stopper(should_stop)
     # A tiled VAE calls its encoder and decoder once per tile: the finest place a long encode or decode can stop.
+    text_modules = components.text_modules()
     watched = {
-        "while encoding the prompt": components.text_encoder,
-        "while encoding the image": components.vae.encoder,
-        "while decoding": components.vae.decoder,
+        f"while encoding the prompt ({name})" if len(text_modules) > 1 else "while encoding the prompt": module
+        for name, module in text_modules.items()
     }
+    watched.update({"while encoding the image": components.vae.encoder, "while decoding": components.vae.decoder})
     with torch.inference_mode(), stopper.around_calls(watched):
         # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
         scheduler = build_scheduler(method, settings, components.scheduler_config)
@@ -93,7 +91,8 @@ def denoise(
         noise_schedule = NoiseSchedule(scheduler, timesteps, timestep_values)
 
         # 2. Text embeddings (with classifier-free guidance the unconditional half first, one batched UNet call).
-        embeddings = encode_prompt(components, settings, guidance)
+        prompts = guidance.prompts(settings.prompt, settings.negative_prompt)
+        conditioning = family.encode_text(components, prompts, settings.num_images, pixels.shape[:2])
 
         # 3. Image, mask and masked image as tensors, in pixel space.
         image = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
@@ -128,7 +127,7 @@ def denoise(
             model_input = guidance.batch(model_input)
             if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
                 model_input = torch.cat([model_input, condition], dim=1)
-            prediction = components.unet(model_input, t, encoder_hidden_states=embeddings, return_dict=False)[0]
+            prediction = family.denoise(components, model_input, t, conditioning)
             prediction = guidance.combine(prediction)
             latents = scheduler.step(prediction, t_value, latents, **step_kwargs, return_dict=False)[0]
             latents = method.after_step(state, i, latents)
@@ -147,31 +146,6 @@ def build_scheduler(method, settings: InpaintSettings, model_config: dict):
     scheduler = make_scheduler(method.scheduler_name(settings.scheduler, model_config["_class_name"]), model_config)
     method.check_scheduler(scheduler)
     return scheduler
-
-
-def encode_prompt(components: Components, settings: InpaintSettings, guidance: Guidance) -> torch.Tensor:
-    """CLIP embeddings of the prompts the guidance needs, repeated per image."""
-    prompts = guidance.prompts(settings.prompt, settings.negative_prompt)
-    tokenizer, encoder = components.tokenizer, components.text_encoder
-    warn_if_truncated(tokenizer, settings.prompt, "prompt")
-    warn_if_truncated(tokenizer, settings.negative_prompt, "negative prompt")
-    tokens = tokenizer(
-        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    attention_mask = (
-        tokens.attention_mask.to(components.device) if getattr(encoder.config, "use_attention_mask", False) else None
-    )
-    embeddings = encoder(tokens.input_ids.to(components.device), attention_mask=attention_mask)[0]
-    embeddings = embeddings.to(dtype=encoder.dtype)
-    return embeddings.repeat_interleave(settings.num_images, dim=0)
-
-
-def warn_if_truncated(tokenizer, text: str, what: str) -> None:
-    token_count = len(tokenizer(text, truncation=False).input_ids)
-    if token_count > tokenizer.model_max_length:
-        log.warning(
-            "The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length
-        )
 
 
 def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch.Tensor:
@@ -194,22 +168,21 @@ def prepare_latents(
     change_map,
 ):
     """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
-    vae, device, dtype = components.vae, components.device, components.dtype
+    vae, device, dtype, family = components.vae, components.device, components.dtype, components.family
     capabilities = components.capabilities
-    scaling = capabilities.vae_scaling_factor
     height, width = image.shape[-2] // capabilities.vae_scale_factor, image.shape[-1] // capabilities.vae_scale_factor
     shape = (1, vae.config.latent_channels, height, width)
     needs_known = method.needs_known_latents or settings.strength < 1.0
 
-    image_posterior = vae.encode(image.to(device, dtype)).latent_dist if needs_known else None
-    masked_posterior = vae.encode(masked_image.to(device, dtype)).latent_dist if capabilities.inpainting_unet else None
+    image_posterior = family.encode_image(components, image) if needs_known else None
+    masked_posterior = family.encode_image(components, masked_image) if capabilities.inpainting_unet else None
     known, noise, masked_latents = [], [], []
     for generator in generators:
         if needs_known:
-            known.append(image_posterior.sample(generator) * scaling)
+            known.append(family.scale_latents(components, image_posterior.sample(generator)))
         noise.append(randn_tensor(shape, generator=generator, device=device, dtype=dtype))
         if masked_posterior is not None:
-            masked_latents.append(masked_posterior.sample(generator) * scaling)
+            masked_latents.append(family.scale_latents(components, masked_posterior.sample(generator)))
         else:
             # diffusers samples the masked image's latents even for a 4-channel UNet and discards them;
             # drawing the same numbers keeps seeds aligned with it for ancestral schedulers.

@@ -1,4 +1,5 @@
-"""Loading a Stable Diffusion 1.x/2.x checkpoint and reading what it can do from its configs."""
+"""Loading a model (hub id, diffusers folder or single checkpoint file) through its family's pipeline, and reading
+what it can do from its configs."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
@@ -17,6 +18,9 @@ from .names import DEFAULT_MODEL
 from .quiet import quiet_libraries
 from .tiny import is_untrained
 
+if TYPE_CHECKING:
+    from .families import Family
+
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -25,6 +29,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 class Capabilities:
     """What a checkpoint can do, read from its configs."""
 
+    family: str  # the model family's name (families/)
     unet_in_channels: int  # 9 = dedicated inpainting UNet, 4 = ordinary text-to-image UNet
     prediction_type: str  # "epsilon" (SD 1.x, 2.x base) or "v_prediction" (SD 2.x 768)
     vae_scaling_factor: float
@@ -38,6 +43,7 @@ class Capabilities:
 
     def describe(self) -> dict[str, Any]:
         return {
+            "family": self.family,
             "unet_in_channels": self.unet_in_channels,
             "inpainting_unet": self.inpainting_unet,
             "prediction_type": self.prediction_type,
@@ -53,6 +59,7 @@ class Components:
     """The loaded parts of a model, on one device and dtype."""
 
     name: str
+    family: Family  # how the prompt, image and denoiser are called
     unet: Any
     vae: Any
     text_encoder: Any
@@ -62,6 +69,12 @@ class Components:
     dtype: torch.dtype
     capabilities: Capabilities
     acceleration: Acceleration = field(default_factory=Acceleration)  # set by acceleration.accelerate
+    text_encoder_2: Optional[Any] = None  # a second text encoder and its tokenizer (SDXL)
+    tokenizer_2: Optional[Any] = None
+
+    def text_modules(self) -> dict[str, Any]:
+        """The text encoders, by attribute name, in the family's order."""
+        return {name: getattr(self, name) for name in self.family.text_encoders}
 
 
 def load_components(
@@ -81,17 +94,20 @@ def load_components(
     if torch_device.type == "cpu":
         limit_cpu_threads()
     with quiet_libraries():
-        pipeline = _load_pipeline(str(model), torch_dtype, config)
-    capabilities = read_capabilities(pipeline, str(model))
-    for part in (pipeline.unet, pipeline.vae, pipeline.text_encoder):
+        family, pipeline = _load_pipeline(str(model), torch_dtype, config)
+    capabilities = read_capabilities(pipeline, str(model), family)
+    text = {name: getattr(pipeline, name) for name in family.text_encoders}
+    for part in (pipeline.unet, pipeline.vae, *text.values()):
         part.to(torch_device)
         part.requires_grad_(False)
+    tokenizers = {name: getattr(pipeline, name) for name in family.tokenizers}
     return Components(
         name=str(model),
+        family=family,
         unet=pipeline.unet,
         vae=pipeline.vae,
-        text_encoder=pipeline.text_encoder,
-        tokenizer=pipeline.tokenizer,
+        **text,
+        **tokenizers,
         scheduler_config=dict(pipeline.scheduler.config),
         device=torch_device,
         dtype=torch_dtype,
@@ -99,33 +115,61 @@ def load_components(
     )
 
 
-def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None):
-    from diffusers import StableDiffusionInpaintPipeline
-
+def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None) -> tuple[Family, Any]:
+    """The model's family and its diffusers pipeline, loaded without the parts inpainting does not use."""
     no_extras = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     path = Path(model).expanduser()
     if path.is_file():
         return _load_single_file(path, dtype, config, no_extras)
     if path.is_dir():
-        _check_diffusers_folder(path)
-        return _call_loader(model, StableDiffusionInpaintPipeline.from_pretrained, str(path), dtype=dtype, **no_extras)
+        family = _check_diffusers_folder(path)
+        return family, _call_loader(model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **no_extras)
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")
-    return _call_loader(model, StableDiffusionInpaintPipeline.from_pretrained, model, dtype=dtype, **no_extras)
+    family = _hub_model_family(model)
+    return family, _call_loader(model, pipeline_class(family).from_pretrained, model, dtype=dtype, **no_extras)
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None, extras: dict):
-    """An original (LDM) Stable Diffusion checkpoint. Offline, `config` must name a local diffusers folder."""
-    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+def pipeline_class(family: Family):
+    import diffusers
+
+    return getattr(diffusers, family.pipeline)
+
+
+def _hub_model_family(model: str) -> Family:
+    """The family from the hub model's model_index.json (cached, or a small download); when it cannot be read,
+    Stable Diffusion, whose loader then says in one sentence what is missing."""
+    from huggingface_hub import hf_hub_download
+
+    from .families import FAMILIES, family_of_pipeline
+
+    try:
+        index = json.loads(Path(hf_hub_download(model, "model_index.json")).read_text(encoding="utf-8"))
+    except Exception:  # not cached and offline, no such repo, not a diffusers repo: the loader explains
+        return FAMILIES["sd"]
+    return family_of_pipeline(str(index.get("_class_name", "")), model)
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None, extras: dict) -> tuple[Family, Any]:
+    """An original-layout checkpoint, its family told from its keys. Offline, `config` must name a local diffusers
+    folder of the same architecture."""
+    from diffusers import UNet2DConditionModel
+
+    from .families import family_of_checkpoint
 
     if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
         raise InputError(
             f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder."
         )
+    family = family_of_checkpoint(_checkpoint_keys(path), str(path))
     kwargs = dict(dtype=dtype, **extras)
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
-        _check_diffusers_folder(config_folder)
+        if _check_diffusers_folder(config_folder) is not family:
+            raise InputError(
+                f"--config {config} is a {_check_diffusers_folder(config_folder).name} model but {path} is a "
+                f"{family.name} checkpoint; give a config folder of the same family."
+            )
         kwargs.update(config=str(config_folder), local_files_only=True)
         # diffusers builds the UNet from the config folder; the checkpoint says whether it is a 9-channel one.
         in_channels = _checkpoint_unet_in_channels(path)
@@ -149,7 +193,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
         )
     elif config is not None:
         kwargs["config"] = str(config)
-    return _call_loader(str(path), StableDiffusionInpaintPipeline.from_single_file, str(path), **kwargs)
+    return family, _call_loader(str(path), pipeline_class(family).from_single_file, str(path), **kwargs)
 
 
 def _check_tokenizer_files(folder: Path) -> None:
@@ -160,6 +204,21 @@ def _check_tokenizer_files(folder: Path) -> None:
         and not (tokenizer / "tokenizer.json").is_file()
     ):
         raise InputError(f"Folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
+
+
+def _checkpoint_keys(path: Path) -> list[str]:
+    """The tensor names of a checkpoint file (no tensor is read from a .safetensors file)."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                return list(handle.keys())
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+        return [key for key in state_dict if isinstance(key, str)]
+    except Exception as error:  # not a checkpoint at all
+        raise InputError(f"Could not load model '{path}': {first_line(error)}.") from None
 
 
 def _checkpoint_unet_in_channels(path: Path) -> int | None:
@@ -178,7 +237,10 @@ def _checkpoint_unet_in_channels(path: Path) -> int | None:
         return None
 
 
-def _check_diffusers_folder(path: Path) -> None:
+def _check_diffusers_folder(path: Path) -> Family:
+    """The folder's family, once it is known to hold what that family's pipeline loads."""
+    from .families import family_of_pipeline
+
     index_path = path / "model_index.json"
     if not index_path.is_file():
         raise InputError(
@@ -189,16 +251,14 @@ def _check_diffusers_folder(path: Path) -> None:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"Model folder {path} has an unreadable model_index.json ({error}).") from None
-    if "text_encoder_2" in index:
-        raise InputError(
-            f"Model folder {path} is an SDXL-style model (two text encoders); only SD 1.x/2.x are supported."
-        )
-    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (path / part).is_dir()]
+    family = family_of_pipeline(str(index.get("_class_name", "")), str(path))
+    missing = [part for part in family.component_folders if not (path / part).is_dir()]
     if missing:
         raise InputError(
-            f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a Stable Diffusion model has."
+            f"Model folder {path} lacks the component folder(s) {', '.join(missing)} that a {family.name} model has."
         )
     _check_tokenizer_files(path)
+    return family
 
 
 def _call_loader(model: str, loader, *args, **kwargs):
@@ -240,7 +300,7 @@ def _loading_failure(model: str, error: Exception) -> str:
     return f"Could not load model '{model}': {first_line(error)}."
 
 
-def read_capabilities(pipeline, model: str) -> Capabilities:
+def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
     """Read the checkpoint's abilities from its configs; refuse what the engine cannot run."""
     unet_config, vae_config = pipeline.unet.config, pipeline.vae.config
     in_channels = int(unet_config.in_channels)
@@ -255,6 +315,7 @@ def read_capabilities(pipeline, model: str) -> Capabilities:
     sample_size = unet_config.sample_size
     sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
     return Capabilities(
+        family=family.name,
         unet_in_channels=in_channels,
         prediction_type=str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
         vae_scaling_factor=float(vae_config.scaling_factor),

@@ -151,8 +151,7 @@ class Method:
 
     def decode(self, state: LoopState, latents: torch.Tensor) -> torch.Tensor:
         """Latents to images in [-1, 1]."""
-        vae = state.components.vae
-        return vae.decode(latents / state.components.capabilities.vae_scaling_factor, return_dict=False)[0]
+        return state.components.family.decode(state.components, latents)
 
     # -- pixels, after decoding ---------------------------------------------------------------
     def finish(

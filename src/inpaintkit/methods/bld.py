@@ -93,12 +93,12 @@ def optimize_decoder(state, latents: torch.Tensor, generated: torch.Tensor) -> t
     """BLD's background reconstruction: fine-tune a copy of the decoder so that, with the latents fixed,
     it reproduces the input outside the mask (weight 100) and its own first decoding inside (weight 1).
     The loaded VAE is never modified."""
-    vae = state.components.vae
-    scaling = state.components.capabilities.vae_scaling_factor
+    components = state.components
+    vae = components.vae
     with torch.inference_mode(False), torch.enable_grad():
         post_quant_conv = copy.deepcopy(vae.post_quant_conv).float().requires_grad_(True)
         decoder = copy.deepcopy(vae.decoder).float().requires_grad_(True)
-        z = (latents / scaling).float().clone()
+        z = components.family.unscale_latents(components, latents).float().clone()
         target_inside = generated.float().clone()
         source = state.image.to(z.device).float().clone()
         mask = state.pixel_mask.to(z.device).float().clone()

@@ -1,0 +1,52 @@
+"""Stable Diffusion 1.x/2.x: one CLIP text encoder, a UNet with 4 or 9 (inpainting) input channels.
+
+Reference: diffusers' StableDiffusionInpaintPipeline (encode_prompt, prepare_latents, the UNet call).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import torch
+
+from .base import Conditioning, Family
+
+if TYPE_CHECKING:
+    from ..models import Components
+
+log = logging.getLogger("inpaintkit")
+
+
+class StableDiffusion(Family):
+    name = "sd"
+    pipeline = "StableDiffusionInpaintPipeline"
+    component_folders = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+    def encode_text(
+        self, components: Components, prompts: list[str], num_images: int, size: tuple[int, int]
+    ) -> Conditioning:
+        tokenizer, encoder = components.tokenizer, components.text_encoder
+        for prompt, what in zip(reversed(prompts), ("prompt", "negative prompt")):
+            warn_if_truncated(tokenizer, prompt, what)
+        tokens = tokenizer(
+            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        use_mask = getattr(encoder.config, "use_attention_mask", False)
+        attention_mask = tokens.attention_mask.to(components.device) if use_mask else None
+        embeddings = encoder(tokens.input_ids.to(components.device), attention_mask=attention_mask)[0]
+        embeddings = embeddings.to(dtype=encoder.dtype)
+        return Conditioning(context=embeddings.repeat_interleave(num_images, dim=0))
+
+    def denoise(
+        self, components: Components, model_input: torch.Tensor, t: torch.Tensor, conditioning: Conditioning
+    ) -> torch.Tensor:
+        return components.unet(model_input, t, encoder_hidden_states=conditioning.context, return_dict=False)[0]
+
+
+def warn_if_truncated(tokenizer, text: str, what: str) -> None:
+    token_count = len(tokenizer(text, truncation=False).input_ids)
+    if token_count > tokenizer.model_max_length:
+        log.warning(
+            "The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length
+        )
