@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import html
+import io
+import logging
 import os
 import re
 import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
 import tempfile
 import time
+from typing import Iterator
 
 import httpx
 import numpy as np
@@ -25,15 +35,17 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 from gradio_client.utils import QueueError  # noqa: E402
 
+from inpaintkit.cli import OneLineFormatter  # noqa: E402
 from inpaintkit.errors import InputError  # noqa: E402
 from inpaintkit.io import read_png_parameters  # noqa: E402
 from inpaintkit.ui.app import BRUSH_SIZE  # noqa: E402
 from inpaintkit.ui.editor import job_image_and_mask  # noqa: E402
 from inpaintkit.ui.jobs import job_settings  # noqa: E402
+from inpaintkit.ui.launch import private_cache  # noqa: E402
 
 from .conftest import box_mask, gradient_image  # noqa: E402
 from .helpers import assert_one_line_error, run_cli, socket_listening  # noqa: E402
-from .ui_helpers import CHROMIUM_ARGS, InstrumentedInpainter, served  # noqa: E402
+from .ui_helpers import CHROMIUM_ARGS, InstrumentedInpainter, free_port, served  # noqa: E402
 
 CHROMIUM = shutil.which("chromium")
 # The stroke is known only to within a few pixels: the mouse path maps to image pixels with under one pixel of error
@@ -253,6 +265,81 @@ def test_api_errors_are_one_sentence(app, tmp_path, settings, mask_kind, phrase)
     assert len(message.splitlines()) == 1
 
 
+# What a caller can get wrong through the API (the browser always sends well-formed values): each gets one sentence
+# naming the parameter. "text.png" holds text, "notes.txt" is not an image file name.
+BAD_CALLS = {
+    "text for a slider": ({"steps": "abc"}, "`steps` must be a number from 1 to 150"),
+    "slider above its maximum": ({"steps": 1000}, "`steps` must be a number from 1 to 150; got 1000"),
+    "slider below its minimum": ({"guidance": -3}, "`guidance` must be a number from 0 to 20"),
+    "empty slider": ({"guidance": None}, "`guidance` must be a number"),
+    "too many images": ({"num_images": 100}, "`num_images` must be a number from 1 to 8"),
+    "text for a number": ({"seed": "x"}, "`seed` must be a number"),
+    "number above its maximum": ({"method": "tdpaint", "known_t": 5000}, "`known_t` must be a number from 0 to 999"),
+    "not a choice": ({"method": "bogus"}, "`method` must be one of auto, native"),
+    "not a scheduler": ({"scheduler": "bogus"}, "`scheduler` must be one of default"),
+    "text for a checkbox": ({"only_masked": "yes"}, "`only_masked` must be true or false"),
+    "a number for the prompt": ({"prompt": 123}, "`prompt` must be text"),
+    "no image": ({"image": None}, "Upload an image first"),
+    "text for the image": ({"image": "hello"}, "`image` must be the editor's value"),
+    "a number for the picture": ({"image": {"background": 5}}, "`image` must be the editor's value"),
+    "a picture that is not an image": ({"image": "text.png"}, "`image` could not be read"),
+    "a number for the mask": ({"mask": 123}, "`mask` must be an uploaded file"),
+    "a mask that is not an image file": ({"mask": "notes.txt"}, "`mask` must be an image file"),
+}
+
+
+@pytest.mark.parametrize(("overrides", "phrase"), list(BAD_CALLS.values()), ids=list(BAD_CALLS))
+def test_bad_api_calls_are_one_sentence_and_print_no_traceback(app, tmp_path, capfd, overrides, phrase):
+    url, _ = app
+    (tmp_path / "text.png").write_text("not a picture")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    files = {"text.png": editor_value(tmp_path / "text.png"), "notes.txt": handle_file(str(tmp_path / "notes.txt"))}
+    arguments = {
+        "image": editor_value(save(gradient_image(64, 48), tmp_path / "p.png")),
+        "mask": handle_file(save(box_mask(64, 48, (8, 8, 20, 20)), tmp_path / "m.png")),
+        "steps": 2,
+        "seed": 1,
+        **{name: files.get(value, value) if isinstance(value, str) else value for name, value in overrides.items()},
+    }
+
+    with pytest.raises(AppError) as raised:
+        client_for(url, tmp_path).predict(**arguments, api_name="/inpaint")
+
+    message = html.unescape(str(raised.value))
+    assert phrase in message, message
+    assert len(message.splitlines()) == 1 and message.endswith(".") and ". " not in message, message  # one sentence
+    assert "/tmp" not in message
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err + printed.out  # Gradio printed one for each of these before
+
+
+def test_an_unexpected_failure_is_logged_with_its_traceback(inpainter9, tmp_path):
+    class Broken(InstrumentedInpainter):
+        def run(self, *arguments, **options):
+            raise RuntimeError("the GPU caught fire")
+
+    # The log as `inpaintkit ui` writes it: the CLI's one-line format on the inpaintkit logger.
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(OneLineFormatter())
+    logger = logging.getLogger("inpaintkit")
+    logger.addHandler(handler)
+    try:
+        with served(Broken(inpainter9)) as url, pytest.raises(AppError, match="Something went wrong on the server"):
+            client_for(url, tmp_path).predict(
+                image=editor_value(save(gradient_image(64, 48), tmp_path / "p.png")),
+                mask=handle_file(save(box_mask(64, 48, (8, 8, 20, 20)), tmp_path / "m.png")),
+                steps=2,
+                api_name="/inpaint",
+            )
+    finally:
+        logger.removeHandler(handler)
+    log = written.getvalue()
+    assert "The web UI's job failed" in log
+    assert "Traceback" in log and 'in run\n    raise RuntimeError("the GPU caught fire")' in log
+    assert "RuntimeError: the GPU caught fire" in log
+
+
 def test_stop_ends_the_running_job_after_its_current_step(held_app, tmp_path):
     url, holder = held_app
     client = client_for(url, tmp_path)
@@ -271,6 +358,27 @@ def test_stop_ends_the_running_job_after_its_current_step(held_app, tmp_path):
         time.sleep(0.05)
     assert holder.jobs[0]["outcome"] == "cancelled"
     assert holder.jobs[0]["steps"] == 1  # of 20
+
+
+def test_stop_also_ends_a_job_after_its_last_step_while_it_decodes(inpainter9, tmp_path):
+    # Parked after its last step, the job's step callback has already let it go on: only the should_stop poll before
+    # the VAE decodes can end it now.
+    holder = InstrumentedInpainter(inpainter9, hold="after last step")
+    with served(holder) as url:
+        client = client_for(url, tmp_path)
+        picture_path, mask_path = (
+            save(gradient_image(64, 64), tmp_path / "p.png"),
+            save(box_mask(64, 64, (8, 8, 40, 40)), tmp_path / "m.png"),
+        )
+        client.submit(image=editor_value(picture_path), mask=handle_file(mask_path), steps=2, api_name="/inpaint")
+        assert holder.started.wait(30)
+        client.predict(api_name="/stop")
+        holder.release.set()
+        deadline = time.monotonic() + 30
+        while holder.jobs[0]["outcome"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    job = holder.jobs[0]
+    assert job["outcome"] == "cancelled" and job["steps"] == job["total"]  # every step ran; the decoding did not
 
 
 def test_a_full_queue_is_refused_with_a_message(held_app, tmp_path):
@@ -303,12 +411,72 @@ def test_a_full_queue_is_refused_with_a_message(held_app, tmp_path):
 
 
 # -- safe defaults -------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def browser_session(url: str) -> Iterator[httpx.Client]:
+    """An HTTP client that has opened the app's page, so it holds the session cookie uploads are counted by."""
+    with httpx.Client(timeout=30) as session:
+        session.get(url).raise_for_status()
+        yield session
+
+
+def upload(session: httpx.Client, url: str, size: int) -> httpx.Response:
+    return session.post(f"{url}gradio_api/upload", files={"files": ("p.png", b"\0" * size, "image/png")})
+
+
 def test_uploads_above_the_size_limit_are_refused(app):
     url, _ = app
+    with browser_session(url) as session:
+        assert upload(session, url, 1_100_000).status_code == 413
+
+
+@pytest.fixture(scope="module")
+def limited_app(inpainter9):
+    """An app allowing each browser session 3 uploads and 1 MB (uploads of up to 1 MB each)."""
+    with served(inpainter9, max_file_size_mb=1, max_session_uploads=3, max_session_mb=1) as url:
+        yield url
+
+
+def test_a_sessions_upload_beyond_the_count_limit_is_refused(limited_app):
+    url = limited_app
+    with browser_session(url) as session, browser_session(url) as other:
+        assert [upload(session, url, 1000).status_code for _ in range(3)] == [200, 200, 200]
+        refused = upload(session, url, 1000)
+        assert refused.status_code == 429
+        assert refused.text == (
+            "This browser session has uploaded 3 files in the last 2 hours, the most allowed; try again later."
+        )
+        assert upload(other, url, 1000).status_code == 200  # the limit is per session
+
+
+def test_a_sessions_upload_beyond_the_byte_limit_is_refused(limited_app):
+    url = limited_app
+    with browser_session(url) as session:
+        assert upload(session, url, 600_000).status_code == 200
+        refused = upload(session, url, 600_000)
+        assert refused.status_code == 429 and "would pass 1 MB, the most allowed" in refused.text
+        assert upload(session, url, 1000).status_code == 200  # a refused upload does not count
+
+
+def test_an_upload_without_a_session_is_refused(limited_app):
     response = httpx.post(
-        f"{url}gradio_api/upload", files={"files": ("big.png", b"\0" * 1_100_000, "image/png")}, timeout=30
+        f"{limited_app}gradio_api/upload", files={"files": ("p.png", b"\0" * 1000, "image/png")}, timeout=30
     )
-    assert response.status_code == 413
+    assert response.status_code == 403 and "uploads are counted per browser session" in response.text
+
+
+def test_the_users_gradio_temp_dir_wins_and_is_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    with private_cache() as cache:
+        assert cache == str(tmp_path)
+    assert tmp_path.is_dir() and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path)
+
+
+def test_without_gradio_temp_dir_the_cache_is_a_new_private_folder_removed_at_the_end(monkeypatch):
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    with private_cache() as cache:
+        assert os.environ["GRADIO_TEMP_DIR"] == cache
+        assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    assert not os.path.exists(cache) and "GRADIO_TEMP_DIR" not in os.environ
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", __file__])
@@ -316,6 +484,73 @@ def test_files_outside_gradios_cache_are_not_served(app, path):
     url, _ = app
     response = httpx.get(f"{url}gradio_api/file={path}", timeout=30)
     assert response.status_code == 403
+
+
+def test_ui_command_serves_from_a_private_cache_and_deletes_it_on_sigterm(tiny9, tmp_path):
+    """A real `inpaintkit ui`: its cache is its own (0700, not Gradio's machine-wide folder), another app's file is
+    neither served nor taken as input, and SIGTERM stops it cleanly and deletes its uploads and results."""
+    temp = tmp_path / "tmp"  # the process's TMPDIR: Gradio's shared default would be temp/gradio
+    foreign = temp / "gradio" / "other-app" / "p.png"  # a file another app put in that shared folder
+    foreign.parent.mkdir(parents=True)
+    save(gradient_image(64, 48), foreign)
+    environment = {name: value for name, value in os.environ.items() if name != "GRADIO_TEMP_DIR"}
+    environment.update(TMPDIR=str(temp), HF_HUB_OFFLINE="1")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "inpaintkit.cli", "ui", "--model", tiny9, "--device", "cpu", "--port", str(port)],
+            stdout=stderr,
+            stderr=stderr,
+            env=environment,
+        )
+    try:
+        wait_until_listening(process, port, timeout=180)
+        (cache,) = temp.glob("inpaintkit-ui-*")
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+
+        results, _ = client_for(url, tmp_path / "downloads").predict(
+            image=editor_value(save(gradient_image(64, 48), tmp_path / "p.png")),
+            mask=handle_file(save(box_mask(64, 48, (8, 8, 20, 20)), tmp_path / "m.png")),
+            steps=2,
+            api_name="/inpaint",
+        )
+        assert len(results) == 1 and any(path.is_file() for path in cache.rglob("*"))  # uploads and results
+        assert httpx.get(f"{url}gradio_api/file={foreign}", timeout=30).status_code == 403
+        assert_refused_as_input(url, str(foreign))
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not cache.exists()
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"inpaintkit ui exited with {process.returncode}"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"inpaintkit ui did not listen on port {port} within {timeout} s")
+
+
+def assert_refused_as_input(url: str, path: str) -> None:
+    """Run a job through the REST API (which, unlike gradio_client, sends a path as is) on a file outside the cache."""
+    parameters = Client(url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"][
+        "/inpaint"
+    ]["parameters"]
+    outside = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    values = {parameter["parameter_name"]: parameter["parameter_default"] for parameter in parameters}
+    values.update(image={"background": outside, "layers": [], "composite": None}, mask=outside, steps=2)
+    with httpx.Client(base_url=url, timeout=60) as http:
+        event = http.post("gradio_api/call/inpaint", json={"data": list(values.values())}).json()["event_id"]
+        stream = http.get(f"gradio_api/call/inpaint/{event}").text
+    assert "event: error" in stream and "A file in the request was not uploaded to this app" in stream, stream
 
 
 def test_ui_command_reports_a_busy_port_in_one_line(tiny9, capsys):

@@ -30,14 +30,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served(inpainter, *, max_queue: int = 4, max_file_size_mb: int = 1) -> Iterator[str]:
+def served(inpainter, *, max_queue: int = 4, max_file_size_mb: int = 1, **limits) -> Iterator[str]:
     """Build the app around `inpainter`, serve it on a free port the way `inpaintkit ui` does, yield its URL, close
-    it.
+    it. `limits`: start's max_session_uploads and max_session_mb.
     """
     from inpaintkit.ui import build_app, start
 
     demo = build_app(inpainter, max_queue=max_queue)
-    url = start(demo, port=free_port(), max_file_size_mb=max_file_size_mb)
+    url = start(demo, port=free_port(), max_file_size_mb=max_file_size_mb, **limits)
     try:
         yield url
     finally:
@@ -46,9 +46,10 @@ def served(inpainter, *, max_queue: int = 4, max_file_size_mb: int = 1) -> Itera
 
 class InstrumentedInpainter:
     """A real Inpainter that records each job's inputs and how it ended; `hold=True` parks each job at its first step
-    (after announcing `started`) until `release` is set, so a test can act while a job runs."""
+    (after announcing `started`) until `release` is set, so a test can act while a job runs. `hold="after last step"`
+    parks it once its last step is done (the UI's callback has already let it go on), before the VAE decodes."""
 
-    def __init__(self, inner, hold: bool = False):
+    def __init__(self, inner, hold: bool | str = False):
         self.inner = inner
         self.hold = hold
         self.started = threading.Event()
@@ -58,19 +59,23 @@ class InstrumentedInpainter:
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def run(self, pixels, mask, settings, callback=None):
+    def run(self, pixels, mask, settings, callback=None, should_stop=None):
         job = {"pixels": pixels, "mask": mask, "settings": settings, "steps": 0, "outcome": "running"}
         self.jobs.append(job)
 
         def on_step(step, total, latents):
-            job["steps"] += 1
-            if self.hold:
+            job["steps"], job["total"] = job["steps"] + 1, total
+            if self.hold is True:
                 self.started.set()
                 self.release.wait(30)
-            return callback(step, total, latents)
+            go_on = callback(step, total, latents)
+            if self.hold == "after last step" and step + 1 == total:
+                self.started.set()
+                self.release.wait(30)
+            return go_on
 
         try:
-            images = self.inner.run(pixels, mask, settings, on_step)
+            images = self.inner.run(pixels, mask, settings, on_step, should_stop)
         except Cancelled:
             job["outcome"] = "cancelled"
             raise

@@ -195,6 +195,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument(
         "--max-file-size", type=positive_int, default=50, metavar="MB", help="largest upload in megabytes (default 50)"
     )
+    ui.add_argument(
+        "--max-session-uploads",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="files one browser session may upload in any 2 hours (default 1000)",
+    )
+    ui.add_argument(
+        "--max-session-mb",
+        type=positive_int,
+        default=2000,
+        metavar="MB",
+        help="megabytes one browser session may upload in any 2 hours (default 2000)",
+    )
     # -- end web UI --
 
     # -- HTTP service (issue 7): arguments here, the app in server.py ---------------------------

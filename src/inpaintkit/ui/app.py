@@ -16,6 +16,7 @@ from ..methods.bld import RECONSTRUCTIONS  # noqa: E402
 from ..schedulers import SCHEDULER_NAMES  # noqa: E402
 from ..settings import InpaintSettings  # noqa: E402
 from . import jobs  # noqa: E402
+from .inputs import CheckedBlocks  # noqa: E402
 
 DEFAULTS = InpaintSettings()  # the UI starts from the API's and CLI's defaults
 MAX_IMAGES = 8
@@ -71,12 +72,13 @@ def method_option_field(option: str) -> gr.components.Component:
     return fields[option]()
 
 
-def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> gr.Blocks:
+def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> CheckedBlocks:
     """The Gradio app around one loaded Inpainter, its queue bounded to `max_queue` waiting jobs, one running at a
     time.
     """
     handlers = jobs.InpaintJobs(inpainter)
-    with gr.Blocks(title="inpaintkit", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
+    with CheckedBlocks(title="inpaintkit", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
+        demo.jobs = handlers
         gr.Markdown(
             f"## inpaintkit\nModel: `{model_name or inpainter.components.name}`. Paint over what should change, "
             "describe it, press **Run**."
@@ -139,6 +141,7 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> gr.Bloc
             **settings_panel(seed_used),
         }
 
+        demo.input_names = {component._id: name for name, component in controls.items()}
         # The Run handler's parameters are matched to the controls by name (a missing one fails here), so they cannot
         # drift.
         job_inputs = [

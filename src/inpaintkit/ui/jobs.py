@@ -7,6 +7,7 @@ import html
 import io
 import logging
 import threading
+import traceback
 from dataclasses import fields
 from typing import Any, Iterator, Optional
 
@@ -83,7 +84,9 @@ class InpaintJobs:
                     progress((step + 1, total), desc="denoising", unit="steps")  # step counts from 0
                     return not stop.is_set()
 
-                images = self.inpainter.run(pixels, mask_values, settings, callback=on_step)
+                # should_stop is polled inside the long stages too (each VAE tile, bld's optimisation), so Stop does not
+                # wait for a big image's decoding to end.
+                images = self.inpainter.run(pixels, mask_values, settings, callback=on_step, should_stop=stop.is_set)
         results = [(with_png_text(each), f"seed {each.info['inpaintkit']['seed']}") for each in images]
         return results, str(images[0].info["inpaintkit"]["seed"]), 0
 
@@ -91,6 +94,11 @@ class InpaintJobs:
         """Ask this session's running job to stop after its current step."""
         switch = self.stop_switches.get(session_of(request))
         if switch is not None:
+            switch.set()
+
+    def stop_all(self) -> None:
+        """Ask every running job to stop (the server is shutting down)."""
+        for switch in list(self.stop_switches.values()):
             switch.set()
 
     @contextlib.contextmanager
@@ -160,7 +168,8 @@ def shown_as_messages() -> Iterator[None]:
             "Out of memory; make fewer images, tick 'Only masked', or use a smaller image.", print_exception=False
         ) from None
     except Exception:
-        log.exception("The web UI's job failed")
+        # The traceback goes in the message itself: the CLI's one-line log format drops exc_info.
+        log.error("The web UI's job failed:\n%s", traceback.format_exc().rstrip())
         raise gr.Error(
             "Something went wrong on the server (the details are in its log); try other settings.",
             print_exception=False,
