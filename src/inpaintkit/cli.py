@@ -416,8 +416,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         default="inception",
         choices=KID_FEATURES,
         help=(
-            "KID feature extractor: inception (needs torch-fidelity and its weights) or clip (the --clip-model's image "
-            "tower)"
+            "KID feature extractor: inception (FID's Inception-v3; its weights, about 96 MB, are downloaded once) or "
+            "clip (the --clip-model's image tower)"
         ),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")

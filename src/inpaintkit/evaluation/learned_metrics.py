@@ -8,6 +8,7 @@ pair and any KID feature extractor (an nn.Module taking Nx3xHxW uint8 and return
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from PIL import Image
 
 from ..errors import first_line
 from ..names import DEFAULT_CLIP_MODEL
+from . import inception
 
 log = logging.getLogger("inpaintkit")
 
@@ -136,7 +138,7 @@ def load_learned_metrics(
     else:
         try:
             learned.kid_features = inception_features()
-        except Exception as error:  # torch-fidelity missing, or its weights cannot be downloaded
+        except Exception as error:  # its weights are not cached and cannot be downloaded, or are corrupt
             learned.unavailable["kid"] = f"Inception features for KID are unavailable: {first_line(error)}"
     for family, reason in learned.unavailable.items():
         log.warning("%s metrics unavailable: %s", family.upper(), reason)
@@ -155,10 +157,39 @@ def load_clip(model_id: str):
 
 
 def inception_features() -> torch.nn.Module:
-    """torchmetrics' Inception-v3 (torch-fidelity's FID weights, 2048-d pool features)."""
-    from torchmetrics.image.kid import KernelInceptionDistance
+    """The FID Inception-v3 (torch-fidelity's weights, 2048-d pool3 features; inception.py, torch alone).
 
-    return KernelInceptionDistance(feature=2048).inception
+    The weights (about 96 MB) are downloaded once by torch.hub into inception.weights_path() and read from there
+    afterwards, without network. With HF_HUB_OFFLINE set and no cached file, no download is tried. Every failure is
+    an exception whose first line says what to do.
+    """
+    weights = inception.weights_path()
+    if not weights.is_file():
+        if hub_offline():
+            raise RuntimeError(
+                f"its weights are not cached at {weights} and HF_HUB_OFFLINE is set, so they are not downloaded; "
+                f"run once with network (or copy {inception.URL_INCEPTION_V3} there), or use --kid-features clip"
+            )
+        log.info("downloading the Inception-v3 weights for KID (about 96 MB, once) into %s", weights)
+    try:
+        return inception.load_inception(progress=log.isEnabledFor(logging.INFO))  # no progress bar with --quiet
+    except Exception as error:
+        if weights.is_file():  # truncated, not these weights (or a download that is not them): it stays until deleted
+            raise RuntimeError(
+                f"its cached weights {weights} cannot be loaded ({first_line(error)}); delete the file to download "
+                "it again"
+            ) from error
+        if isinstance(error, OSError):  # urllib's URLError (no network, DNS), a full disk
+            raise RuntimeError(
+                f"its weights could not be downloaded from {inception.URL_INCEPTION_V3} into {weights}: "
+                f"{first_line(error)}"
+            ) from error
+        raise
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it: the project's one switch for "no network"."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 @dataclass
