@@ -92,3 +92,33 @@ def tiny_clip(tmp_path_factory):
     from inpaintkit.tiny import make_tiny_clip_model
 
     return make_tiny_clip_model(tmp_path_factory.mktemp("models") / "clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl9(tmp_path_factory):
+    """A 9-channel (inpainting) tiny SDXL model folder: two text encoders, Euler, force_zeros_for_empty_prompt."""
+    from inpaintkit.tiny import make_tiny_sdxl_model
+
+    return make_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "sdxl9", unet_in_channels=9)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl4(tmp_path_factory):
+    """A 4-channel (base) tiny SDXL model folder."""
+    from inpaintkit.tiny import make_tiny_sdxl_model
+
+    return make_tiny_sdxl_model(tmp_path_factory.mktemp("models") / "sdxl4", unet_in_channels=4)
+
+
+@pytest.fixture(scope="session")
+def sdxl9(tiny_sdxl9):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny_sdxl9, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sdxl4(tiny_sdxl4):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny_sdxl4, device="cpu")

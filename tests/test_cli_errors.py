@@ -174,7 +174,8 @@ def test_model_folder_with_corrupt_weights(photo, tmp_path, tiny9, capsys):
 @pytest.mark.parametrize(
     "pipeline, family",
     [
-        ("StableDiffusionXLInpaintPipeline", "of the SDXL family"),
+        ("KolorsPipeline", "of the Kolors family"),
+        ("StableDiffusionXLInpaintPipeline", "lacks the component folder(s) unet, vae, text_encoder, text_encoder_2"),
         ("FluxFillPipeline", "of the Flux family"),  # was called "SDXL-style" (it has a second text encoder too)
         ("StableDiffusion3Pipeline", "of the Stable Diffusion 3 family"),
         ("KandinskyV22InpaintPipeline", "of the Kandinsky family"),

@@ -19,6 +19,18 @@ PIXELS = gradient_image(WIDTH, HEIGHT, seed=40)
 MASK = box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
 
 
+@pytest.fixture(params=["inpainter4", "sdxl4"])
+def four(request):
+    """A 4-channel (ordinary) model of each family: the methods' properties must hold on every family."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=["inpainter9", "sdxl9"])
+def nine(request):
+    """A 9-channel (inpainting) model of each family."""
+    return request.getfixturevalue(request.param)
+
+
 def inpaint(inpainter, mask=MASK, **options):
     options = {"steps": 8, "seed": 3, **options}
     return np.asarray(inpainter(PIXELS, mask, "a teapot", **options)[0]).astype(np.int32)
@@ -40,22 +52,22 @@ def unet_inputs(inpainter):
 # -- bld --------------------------------------------------------------------------------------
 
 
-def test_bld_pixel_reconstruction_keeps_the_background_exactly(inpainter4):
-    output = inpaint(inpainter4, method="bld", reconstruct="pixel", paste_back=False)
+def test_bld_pixel_reconstruction_keeps_the_background_exactly(four):
+    output = inpaint(four, method="bld", reconstruct="pixel", paste_back=False)
     assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
     assert not np.array_equal(output[MASK > 0], PIXELS[MASK > 0])
 
 
-def test_bld_poisson_reconstruction_keeps_the_background_exactly(inpainter4):
-    poisson = inpaint(inpainter4, method="bld", reconstruct="poisson", paste_back=False)
-    pixel = inpaint(inpainter4, method="bld", reconstruct="pixel", paste_back=False)
+def test_bld_poisson_reconstruction_keeps_the_background_exactly(four):
+    poisson = inpaint(four, method="bld", reconstruct="poisson", paste_back=False)
+    pixel = inpaint(four, method="bld", reconstruct="pixel", paste_back=False)
     assert np.array_equal(poisson[MASK == 0], PIXELS[MASK == 0])
     assert not np.array_equal(poisson[MASK > 0], pixel[MASK > 0])  # the region was re-blended, not copied
 
 
-def test_bld_skips_the_first_quarter_of_the_steps(inpainter4):
-    with unet_inputs(inpainter4) as seen:
-        inpaint(inpainter4, method="bld", reconstruct="none", steps=20, guidance=1.0, scheduler="ddim")
+def test_bld_skips_the_first_quarter_of_the_steps(four):
+    with unet_inputs(four) as seen:
+        inpaint(four, method="bld", reconstruct="none", steps=20, guidance=1.0, scheduler="ddim")
     assert len(seen) == 20 - int(20 * 0.25)  # DDIM: one UNet call per step
 
 
@@ -99,8 +111,8 @@ def test_bld_optimize_improves_the_background_and_never_touches_the_model(inpain
     assert background_error(optimized) < background_error(plain)
 
 
-def test_bld_works_with_a_nine_channel_unet(inpainter9):
-    output = inpaint(inpainter9, method="bld", reconstruct="pixel", paste_back=False)
+def test_bld_works_with_a_nine_channel_unet(nine):
+    output = inpaint(nine, method="bld", reconstruct="pixel", paste_back=False)
     assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])  # bld's own reconstruction, not paste-back
     assert not np.array_equal(output[MASK > 0], PIXELS[MASK > 0])
 
@@ -145,15 +157,15 @@ def test_soft_changes_less_for_a_smaller_mask_value(inpainter4, monkeypatch):
     assert changes[0] < changes[1] < changes[2], changes
 
 
-def test_soft_value_zero_never_changes_and_one_changes(inpainter4):
+def test_soft_value_zero_never_changes_and_one_changes(four):
     """What the UNet sees of a 0 cell is the input's own noised latent at every step, whatever is generated
     around it; a 1 cell follows the generation. Two prompts tell them apart (paste-back plays no part here)."""
     mask = constant_mask(1.0)
     mask[16:32, 24:40] = 0.0  # a hole of zeros (two latent cells wide) inside the white region
     seen = {}
     for prompt in ("a teapot", "a red bicycle"):
-        with unet_inputs(inpainter4) as inputs:
-            inpainter4(PIXELS, mask, prompt, steps=8, seed=3, method="soft", paste_back=False)
+        with unet_inputs(four) as inputs:
+            four(PIXELS, mask, prompt, steps=8, seed=3, method="soft", paste_back=False)
         seen[prompt] = inputs
     zero_cells = torch.zeros_like(seen["a teapot"][0], dtype=torch.bool)
     zero_cells[..., 2:4, 3:5] = True  # latent cells of the 0 hole (8 px per cell)
@@ -224,11 +236,11 @@ def test_soft_mask_blur_reaches_the_denoiser(inpainter4, monkeypatch):
 
 
 @pytest.mark.parametrize("steps, jump_length, jump_n_sample", [(12, 3, 3), (10, 10, 4), (9, 2, 1)])
-def test_repaint_makes_the_documented_number_of_unet_calls(inpainter4, steps, jump_length, jump_n_sample):
+def test_repaint_makes_the_documented_number_of_unet_calls(four, steps, jump_length, jump_n_sample):
     documented = steps + (jump_n_sample - 1) * jump_length * len(range(0, steps - jump_length, jump_length))
-    with unet_inputs(inpainter4) as seen:
+    with unet_inputs(four) as seen:
         inpaint(
-            inpainter4,
+            four,
             method="repaint",
             scheduler="ddim",
             guidance=1.0,
@@ -245,9 +257,9 @@ def test_jump_schedule_goes_back_up_and_ends_at_the_last_step():
     assert jump_schedule(5, 5, 3) == [0, 1, 2, 3, 4]  # no room to jump: a plain descent
 
 
-def test_repaint_resampling_changes_the_result(inpainter4):
-    plain = inpaint(inpainter4, method="repaint", scheduler="ddim", jump_n_sample=1, jump_length=2)
-    resampled = inpaint(inpainter4, method="repaint", scheduler="ddim", jump_n_sample=3, jump_length=2)
+def test_repaint_resampling_changes_the_result(four):
+    plain = inpaint(four, method="repaint", scheduler="ddim", jump_n_sample=1, jump_length=2)
+    resampled = inpaint(four, method="repaint", scheduler="ddim", jump_n_sample=3, jump_length=2)
     assert not np.array_equal(plain, resampled)
 
 
@@ -261,9 +273,9 @@ def test_repaint_picks_ddim_when_the_model_default_cannot_redo_steps(inpainter4)
 # -- tdpaint ----------------------------------------------------------------------------------
 
 
-def test_tdpaint_shows_the_unet_a_constant_known_region(inpainter4):
-    with unet_inputs(inpainter4) as seen:
-        inpaint(inpainter4, method="tdpaint", scheduler="ddim", steps=6)
+def test_tdpaint_shows_the_unet_a_constant_known_region(four):
+    with unet_inputs(four) as seen:
+        inpaint(four, method="tdpaint", scheduler="ddim", steps=6)
     latent_keep = (
         torch.nn.functional.interpolate(
             torch.from_numpy((MASK < 128).astype(np.float32))[None, None], size=seen[0].shape[-2:]
@@ -276,10 +288,10 @@ def test_tdpaint_shows_the_unet_a_constant_known_region(inpainter4):
     assert not torch.equal(seen[0][~latent_keep], seen[-1][~latent_keep])  # the hole does
 
 
-def test_tdpaint_known_t_sets_the_noise_level(inpainter4):
+def test_tdpaint_known_t_sets_the_noise_level(four):
     def known_region(known_t):
-        with unet_inputs(inpainter4) as seen:
-            inpaint(inpainter4, method="tdpaint", scheduler="ddim", steps=2, known_t=known_t)
+        with unet_inputs(four) as seen:
+            inpaint(four, method="tdpaint", scheduler="ddim", steps=2, known_t=known_t)
         return seen[0]
 
     assert not torch.equal(known_region(10), known_region(500))
@@ -292,7 +304,7 @@ def test_tdpaint_known_t_sets_the_noise_level(inpainter4):
     "method, options",
     [("blend", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2, "scheduler": "ddim"}), ("tdpaint", {})],
 )
-def test_the_last_step_leaves_the_clean_known_latents(inpainter4, monkeypatch, method, options):
+def test_the_last_step_leaves_the_clean_known_latents(four, monkeypatch, method, options):
     """These methods end with the input's own latents z0 in every known cell, so the decoder sees the real
     background; tested in latent space, where paste-back plays no part."""
     from inpaintkit import engine
@@ -306,7 +318,7 @@ def test_the_last_step_leaves_the_clean_known_latents(inpainter4, monkeypatch, m
 
     monkeypatch.setattr(engine, "prepare_latents", spy)
     inpaint(
-        inpainter4, method=method, steps=6, paste_back=False, callback=lambda i, n, z: seen.update(final=z.clone()),
+        four, method=method, steps=6, paste_back=False, callback=lambda i, n, z: seen.update(final=z.clone()),
         **options,
     )  # fmt: skip
     known_cells = seen["mask"].expand_as(seen["known"]) < 0.5
@@ -317,12 +329,12 @@ def test_the_last_step_leaves_the_clean_known_latents(inpainter4, monkeypatch, m
 # -- crop, fill, colour match, outpaint -------------------------------------------------------
 
 
-def test_crop_runs_the_unet_at_native_size_and_keeps_the_rest(inpainter9):
+def test_crop_runs_the_unet_at_native_size_and_keeps_the_rest(nine):
     pixels = gradient_image(400, 300, seed=41)
     mask = box_mask(400, 300, (300, 20, 330, 44))
-    with unet_inputs(inpainter9) as seen:
-        output = np.asarray(inpainter9(pixels, mask, "x", steps=3, seed=1, crop_padding=8, paste_back=False)[0])
-    native_latent = inpainter9.capabilities.native_size // inpainter9.capabilities.vae_scale_factor
+    with unet_inputs(nine) as seen:
+        output = np.asarray(nine(pixels, mask, "x", steps=3, seed=1, crop_padding=8, paste_back=False)[0])
+    native_latent = nine.capabilities.native_size // nine.capabilities.vae_scale_factor
     assert {tuple(each.shape[-2:]) for each in seen} == {(native_latent, native_latent)}
     # the window: mask box 30x24 + 8 each side -> 46x46 square around the box
     outside_window = np.ones(mask.shape, bool)
@@ -331,13 +343,13 @@ def test_crop_runs_the_unet_at_native_size_and_keeps_the_rest(inpainter9):
     assert not np.array_equal(output[mask > 0], pixels[mask > 0])
 
 
-def test_fill_changes_what_strength_below_one_starts_from(inpainter4):
-    original = inpaint(inpainter4, strength=0.6, fill="original")
-    noise = inpaint(inpainter4, strength=0.6, fill="noise")
+def test_fill_changes_what_strength_below_one_starts_from(four):
+    original = inpaint(four, strength=0.6, fill="original")
+    noise = inpaint(four, strength=0.6, fill="noise")
     assert not np.array_equal(original[MASK > 0], noise[MASK > 0])
 
 
-def test_color_match_moves_the_region_towards_its_ring(inpainter4):
+def test_color_match_moves_the_region_towards_its_ring(four):
     from inpaintkit.color import ring_around, to_lab
 
     ring = ring_around(MASK / 255.0, 16)
@@ -347,11 +359,11 @@ def test_color_match_moves_the_region_towards_its_ring(inpainter4):
     def distance(output):
         return float(np.linalg.norm(to_lab(output.astype(np.uint8))[inside].mean(axis=0) - target))
 
-    assert distance(inpaint(inpainter4, color_match=True)) < 0.5 * distance(inpaint(inpainter4))
+    assert distance(inpaint(four, color_match=True)) < 0.5 * distance(inpaint(four))
 
 
-def test_outpaint_extends_the_canvas_and_keeps_the_image(inpainter9):
-    outputs = inpainter9.outpaint(PIXELS, "a meadow", left=8, right=5, top=0, bottom=13, steps=3, seed=2)
+def test_outpaint_extends_the_canvas_and_keeps_the_image(nine):
+    outputs = nine.outpaint(PIXELS, "a meadow", left=8, right=5, top=0, bottom=13, steps=3, seed=2)
     output = np.asarray(outputs[0])
     assert output.shape == (HEIGHT + 13, WIDTH + 13, 3)
     assert np.array_equal(output[0:HEIGHT, 8 : 8 + WIDTH], PIXELS)
@@ -365,7 +377,7 @@ def test_metadata_records_the_method_defaults_used(inpainter4):
     assert (info["method"], info["jump_length"], info["jump_n_sample"]) == ("repaint", 2, 10)
 
 
-@pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9"])
+@pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9", "sdxl4", "sdxl9"])
 @pytest.mark.parametrize(
     "method, options",
     [

@@ -56,7 +56,7 @@ def test_a_hub_model_of_another_family_is_named_from_its_cached_index(tmp_path, 
 @pytest.mark.parametrize(
     "key, phrase",
     [
-        ("conditioner.embedders.1.model.ln_final.weight", "is of the SDXL family (checkpoint)"),
+        ("conditioner.embedders.1.model.ln_final.weight", "is a sd model but"),  # an SDXL file, an SD --config
         ("double_blocks.0.img_attn.qkv.weight", "is of the Flux family (checkpoint)"),
         ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "of the Stable Diffusion 3 family"),
         ("some.other.layer.weight", "Cannot tell which model family the checkpoint"),

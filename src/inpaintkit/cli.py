@@ -33,6 +33,7 @@ from .names import (
     PIPE_MASKS,
     RECONSTRUCTIONS,
     TILING_MODES,
+    TINY_FAMILIES,
 )
 from .schedulers import SCHEDULER_NAMES
 
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary"
     )
     tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
+    tiny.add_argument(
+        "--family", choices=TINY_FAMILIES, default="sd", help="sd (SD 1.x layout, PNDM) or sdxl (two text encoders)"
+    )
 
     bench = commands.add_parser(
         "bench",
@@ -660,14 +664,15 @@ class ProgressBar:
 
 
 def command_make_tiny_model(arguments: argparse.Namespace) -> int:
-    from .tiny import UNTRAINED_NOTE, make_tiny_model
+    from .tiny import UNTRAINED_NOTE, make_tiny_model, make_tiny_sdxl_model
 
     folder = arguments.folder
     try:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise InputError(f"{folder} already exists and is not an empty folder.")
         folder.mkdir(parents=True, exist_ok=True)
-        make_tiny_model(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
+        make = make_tiny_sdxl_model if arguments.family == "sdxl" else make_tiny_model
+        make(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
     except OSError as error:  # an unwritable place (/proc/x), a full disk, a name too long
         raise InputError(f"Cannot write the model to {folder} ({error.strerror or first_line(error)}).") from None
     print(f"{folder}\t{UNTRAINED_NOTE}")

@@ -17,6 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .acceleration import set_vae_tiling
 from .errors import Cancelled
+from .families import Conditioning
 from .guidance import guidance_for
 from .models import Components
 from .noise import NoiseSchedule
@@ -91,8 +92,12 @@ def denoise(
         noise_schedule = NoiseSchedule(scheduler, timesteps, timestep_values)
 
         # 2. Text embeddings (with classifier-free guidance the unconditional half first, one batched UNet call).
-        prompts = guidance.prompts(settings.prompt, settings.negative_prompt)
-        conditioning = family.encode_text(components, prompts, settings.num_images, pixels.shape[:2])
+        conditioning = Conditioning.cat(
+            [
+                family.encode_text(components, text, unconditional, settings.num_images, pixels.shape[:2])
+                for text, unconditional in guidance.prompts(settings.prompt, settings.negative_prompt)
+            ]
+        )
 
         # 3. Image, mask and masked image as tensors, in pixel space.
         image = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0

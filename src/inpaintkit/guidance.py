@@ -18,8 +18,9 @@ class ClassifierFreeGuidance:
 
     scale: float
 
-    def prompts(self, prompt: str, negative_prompt: str) -> list[str]:
-        return [negative_prompt, prompt]
+    def prompts(self, prompt: str, negative_prompt: str) -> list[tuple[str, bool]]:
+        """The texts to encode, each with whether it is the unconditional one, in batch order."""
+        return [(negative_prompt, True), (prompt, False)]
 
     def batch(self, model_input: torch.Tensor) -> torch.Tensor:
         return torch.cat([model_input] * 2)
@@ -33,8 +34,8 @@ class ClassifierFreeGuidance:
 class NoGuidance:
     """One call on the prompt alone (guidance <= 1, as diffusers decides it): half the work."""
 
-    def prompts(self, prompt: str, negative_prompt: str) -> list[str]:
-        return [prompt]
+    def prompts(self, prompt: str, negative_prompt: str) -> list[tuple[str, bool]]:
+        return [(prompt, False)]
 
     def batch(self, model_input: torch.Tensor) -> torch.Tensor:
         return model_input

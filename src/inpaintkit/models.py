@@ -71,6 +71,7 @@ class Components:
     acceleration: Acceleration = field(default_factory=Acceleration)  # set by acceleration.accelerate
     text_encoder_2: Optional[Any] = None  # a second text encoder and its tokenizer (SDXL)
     tokenizer_2: Optional[Any] = None
+    pipeline_config: dict[str, Any] = field(default_factory=dict)  # the pipeline's own options (model_index.json)
 
     def text_modules(self) -> dict[str, Any]:
         """The text encoders, by attribute name, in the family's order."""
@@ -100,6 +101,10 @@ def load_components(
     for part in (pipeline.unet, pipeline.vae, *text.values()):
         part.to(torch_device)
         part.requires_grad_(False)
+    vae_dtype = family.vae_dtype(pipeline.vae.config, torch_dtype)
+    if pipeline.vae.dtype != vae_dtype:
+        with quiet_libraries():
+            pipeline.vae.to(dtype=vae_dtype)
     tokenizers = {name: getattr(pipeline, name) for name in family.tokenizers}
     return Components(
         name=str(model),
@@ -109,6 +114,7 @@ def load_components(
         **text,
         **tokenizers,
         scheduler_config=dict(pipeline.scheduler.config),
+        pipeline_config=dict(pipeline.config),
         device=torch_device,
         dtype=torch_dtype,
         capabilities=capabilities,

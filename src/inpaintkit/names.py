@@ -42,6 +42,9 @@ PIPE_MASKS = "paint-by-inpaint/PIPE_Masks"
 # What the masked area starts as before noising (fill.py)
 FILLS = ("original", "telea", "ns", "blur", "noise")
 
+# The families `inpaintkit make-tiny-model --family` writes (tiny.py)
+TINY_FAMILIES = ("sd", "sdxl")
+
 # The seed of every bench sample and method unless --seed is given (the only definition).
 DEFAULT_SEED = 0
 

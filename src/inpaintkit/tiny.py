@@ -159,6 +159,96 @@ def save_untrained_model(folder: Path, unet, vae, text_encoder, prediction_type:
     return folder
 
 
+@quiet_libraries()
+def make_tiny_sdxl_model(
+    folder: str | Path, *, unet_in_channels: int = 9, prediction_type: str = "epsilon", seed: int = 0
+) -> Path:
+    """Write a tiny SDXL-shaped model (two CLIP text encoders, the second with a projection; a UNet with SDXL's
+    text-and-time added embedding; VAE downsampling 8x; native size 64 px) with SDXL's Euler scheduler config.
+
+    The shapes follow diffusers' own SDXL inpainting tests (get_dummy_components), with SD's 8x VAE.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if unet_in_channels not in (4, 9):
+        raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
+    folder = Path(folder)
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
+        write_byte_level_clip_tokenizer(folder / "tokenizer_2")
+        text_config = CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+        )
+        text_encoder, text_encoder_2 = CLIPTextModel(text_config), CLIPTextModelWithProjection(text_config)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=unet_in_channels,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids of 8 + the pooled text projection
+            cross_attention_dim=64,  # the two encoders' hidden states side by side
+        )
+        vae = AutoencoderKL(
+            sample_size=64,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(8, 16, 16, 16),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            scaling_factor=0.13025,
+            force_upcast=True,
+        )
+    finally:
+        torch.random.set_rng_state(generator_state)
+    # SDXL 1.0's scheduler config (Euler, scaled-linear betas, leading spacing, offset 1).
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        prediction_type=prediction_type,
+    )
+    pipeline = StableDiffusionXLInpaintPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+        unet=unet,
+        scheduler=scheduler,
+        requires_aesthetics_score=False,
+        force_zeros_for_empty_prompt=True,
+    )
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    _label_untrained(folder)
+    return folder
+
+
 def _match_sd15_scheduler_config(folder: Path) -> None:
     """SD 1.x ships its PNDM config with clip_sample false; schedulers built from it (DDIM) read that."""
     config_path = folder / "scheduler" / "scheduler_config.json"

@@ -55,14 +55,14 @@ def command_bench(arguments: argparse.Namespace) -> int:
     inpainter = inpainter_from_arguments(arguments)
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
-    write_text_atomic(
-        dst / RUN_FILE, json.dumps(run, indent=2) + "\n"
-    )  # only now: a run that never started binds nothing
+    # Only now: a run that never started binds nothing. The family is a fact of the model (not compared on resume).
+    write_text_atomic(dst / RUN_FILE, json.dumps({**run, "family": inpainter.capabilities.family}, indent=2) + "\n")
     warn_if_untrained(inpainter, arguments.model)
     learned = load_metrics(arguments, inpainter.components.device) if arguments.metric else None
     info = {
         "source": arguments.src,
         "model": str(arguments.model),
+        "family": inpainter.capabilities.family,
         "device": inpainter.components.device.type,
         "dtype": str(inpainter.components.dtype).removeprefix("torch."),
         "settings": base,

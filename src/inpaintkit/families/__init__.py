@@ -9,13 +9,13 @@ from typing import Iterable
 from ..errors import InputError
 from .base import Conditioning, Family
 from .sd import StableDiffusion
+from .sdxl import StableDiffusionXL
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (StableDiffusion(),)}
+FAMILIES: dict[str, Family] = {family.name: family for family in (StableDiffusion(), StableDiffusionXL())}
 
 # Families inpaintkit cannot run yet, by the start of their diffusers pipeline class names; checked before the
 # supported ones, so StableDiffusionXL and StableDiffusion3 are not taken for StableDiffusion.
 NOT_YET_SUPPORTED = {
-    "StableDiffusionXL": "SDXL",
     "StableDiffusion3": "Stable Diffusion 3",
     "Flux": "Flux",
     "Kandinsky": "Kandinsky",
@@ -32,11 +32,11 @@ NOT_YET_SUPPORTED = {
     "QwenImage": "Qwen-Image",
     "Chroma": "Chroma",
 }
-SUPPORTED_PIPELINE_PREFIXES = {"StableDiffusion": "sd"}
+SUPPORTED_PIPELINE_PREFIXES = {"StableDiffusionXL": "sdxl", "StableDiffusion": "sd"}  # the longer prefix first
 
 # Keys that tell a single original-layout checkpoint's family, checked in order.
 CHECKPOINT_SIGNATURES = (
-    ("conditioner.embedders.1.", None, "SDXL"),
+    ("conditioner.embedders.1.", "sdxl", None),
     ("model.diffusion_model.joint_blocks.", None, "Stable Diffusion 3"),
     ("joint_blocks.", None, "Stable Diffusion 3"),
     ("double_blocks.", None, "Flux"),
@@ -69,14 +69,14 @@ def family_of_checkpoint(keys: Iterable[str], model: str) -> Family:
             return FAMILIES[name]
     raise InputError(
         f"Cannot tell which model family the checkpoint {model} is (none of the tensor names of Stable Diffusion "
-        "1.x/2.x); pass a diffusers folder, or --config with one of the same architecture."
+        "1.x/2.x or SDXL); pass a diffusers folder instead."
     )
 
 
 def not_supported(model: str, family: str, what: str) -> InputError:
     return InputError(
         f"Model '{model}' is of the {family} family ({what}), which inpaintkit does not run yet; it runs "
-        "Stable Diffusion 1.x/2.x."
+        "Stable Diffusion 1.x/2.x and SDXL."
     )
 
 

@@ -23,6 +23,16 @@ class Conditioning:
     pooled: Optional[torch.Tensor] = None  # one vector per prompt (SDXL's second encoder)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # a family's own (SDXL's time ids)
 
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """The parts stacked along the batch, in order (guidance's unconditional part first)."""
+        first = parts[0]
+        return Conditioning(
+            context=torch.cat([part.context for part in parts]),
+            pooled=None if first.pooled is None else torch.cat([part.pooled for part in parts]),
+            extras={name: torch.cat([part.extras[name] for part in parts]) for name in first.extras},
+        )
+
 
 class Family:
     """One family of latent diffusion models. Subclasses declare their facts and override what differs."""
@@ -33,11 +43,16 @@ class Family:
     text_encoders: tuple[str, ...] = ("text_encoder",)  # Components' attributes, in the pipeline's order
     tokenizers: tuple[str, ...] = ("tokenizer",)
 
+    def vae_dtype(self, vae_config: Any, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the VAE runs in when the model runs in `dtype`."""
+        return dtype
+
     def encode_text(
-        self, components: Components, prompts: list[str], num_images: int, size: tuple[int, int]
+        self, components: Components, text: str, unconditional: bool, num_images: int, size: tuple[int, int]
     ) -> Conditioning:
-        """The conditioning for `prompts` (one per guidance half), each repeated for `num_images`. `size` is the
-        (height, width) in pixels the denoiser runs at, for families that condition on it."""
+        """The conditioning for one text, repeated for `num_images`. `unconditional`: it is guidance's negative
+        prompt (some families encode an empty one as zeros). `size` is the (height, width) in pixels the denoiser
+        runs at, for families that condition on it."""
         raise NotImplementedError
 
     def encode_image(self, components: Components, pixels: torch.Tensor) -> Any:

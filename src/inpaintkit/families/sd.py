@@ -24,13 +24,12 @@ class StableDiffusion(Family):
     component_folders = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
     def encode_text(
-        self, components: Components, prompts: list[str], num_images: int, size: tuple[int, int]
+        self, components: Components, text: str, unconditional: bool, num_images: int, size: tuple[int, int]
     ) -> Conditioning:
         tokenizer, encoder = components.tokenizer, components.text_encoder
-        for prompt, what in zip(reversed(prompts), ("prompt", "negative prompt")):
-            warn_if_truncated(tokenizer, prompt, what)
+        warn_if_truncated(tokenizer, text, "negative prompt" if unconditional else "prompt")
         tokens = tokenizer(
-            prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+            [text], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
         )
         use_mask = getattr(encoder.config, "use_attention_mask", False)
         attention_mask = tokens.attention_mask.to(components.device) if use_mask else None
