@@ -460,6 +460,7 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         device=arguments.device,
         dtype=arguments.dtype,
         config=arguments.config,
+        vae=arguments.vae,
         compile=arguments.compile,
         vae_tiling=arguments.vae_tiling,
         offload=arguments.offload,
@@ -482,6 +483,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--config", help="for a single-file model: a diffusers folder or hub id with the component configs"
+    )
+    group.add_argument(
+        "--vae", help="replace the checkpoint's VAE: a diffusers VAE folder or hub id (e.g. an fp16-safe SDXL VAE)"
     )
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument(
@@ -683,10 +687,11 @@ def command_info(arguments: argparse.Namespace) -> int:
     from .models import load_components
 
     components = load_components(
-        arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config
+        arguments.model, device=arguments.device, dtype=arguments.dtype, config=arguments.config, vae=arguments.vae
     )
     description = {
         "model": arguments.model,
+        "vae": components.vae_name,
         **components.capabilities.describe(),
         "device": str(components.device),
         "dtype": str(components.dtype).removeprefix("torch."),

@@ -47,6 +47,7 @@ class Inpainter:
         device: str = "auto",
         dtype: str = "auto",
         config: str | Path | None = None,
+        vae: str | Path | None = None,
         compile: bool = False,
         vae_tiling: str = "auto",
         offload: bool = False,
@@ -62,7 +63,9 @@ class Inpainter:
         acceleration.check(torch_device)  # before the slow load
         # With offload the weights load to the CPU and each model visits the GPU only while it runs.
         load_device = "cpu" if offload else device
-        components = load_components(model, device=load_device, dtype=resolve_dtype(dtype, torch_device), config=config)
+        components = load_components(
+            model, device=load_device, dtype=resolve_dtype(dtype, torch_device), config=config, vae=vae
+        )
         if dtype == "auto" and torch_device.type == "cpu" and components.dtype == torch.bfloat16:
             log.info(
                 "Running in bf16: this CPU has bf16 instructions, about 1.8x faster than fp32 (--dtype fp32 for full "
@@ -254,6 +257,7 @@ class Inpainter:
             "device": self.components.device.type,
             "dtype": str(self.components.dtype).removeprefix("torch."),
             # The options that can change pixels (beyond float rounding) are recorded with the image.
+            "vae": self.components.vae_name,
             "vae_tiling": tiled,
             "compile": acceleration.compile,
             "fuse_qkv": acceleration.fuse_qkv,

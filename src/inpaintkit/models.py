@@ -72,6 +72,7 @@ class Components:
     text_encoder_2: Optional[Any] = None  # a second text encoder and its tokenizer (SDXL)
     tokenizer_2: Optional[Any] = None
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # the pipeline's own options (model_index.json)
+    vae_name: Optional[str] = None  # the --vae that replaced the checkpoint's own VAE, if one did
 
     def text_modules(self) -> dict[str, Any]:
         """The text encoders, by attribute name, in the family's order."""
@@ -84,11 +85,13 @@ def load_components(
     device: str = "auto",
     dtype: str | torch.dtype = "auto",
     config: str | Path | None = None,
+    vae: str | Path | None = None,
 ) -> Components:
     """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file.
 
     `config` (a diffusers folder or hub id) supplies the component configs for a single file,
-    which diffusers would otherwise fetch from the hub.
+    which diffusers would otherwise fetch from the hub. `vae` (a diffusers VAE folder or hub id, or a model
+    folder with a vae/ subfolder) replaces the checkpoint's VAE, e.g. a fixed fp16 SDXL VAE.
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -96,6 +99,8 @@ def load_components(
         limit_cpu_threads()
     with quiet_libraries():
         family, pipeline = _load_pipeline(str(model), torch_dtype, config)
+        if vae is not None:
+            pipeline.vae = _replacement_vae(str(vae), torch_dtype, pipeline.vae)
     capabilities = read_capabilities(pipeline, str(model), family)
     text = {name: getattr(pipeline, name) for name in family.text_encoders}
     for part in (pipeline.unet, pipeline.vae, *text.values()):
@@ -115,6 +120,7 @@ def load_components(
         **tokenizers,
         scheduler_config=dict(pipeline.scheduler.config),
         pipeline_config=dict(pipeline.config),
+        vae_name=None if vae is None else str(vae),
         device=torch_device,
         dtype=torch_dtype,
         capabilities=capabilities,
@@ -134,6 +140,36 @@ def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None) ->
         raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")
     family = _hub_model_family(model)
     return family, _call_loader(model, pipeline_class(family).from_pretrained, model, dtype=dtype, **no_extras)
+
+
+def _replacement_vae(vae: str, dtype: torch.dtype, original):
+    """A diffusers AutoencoderKL from a folder (its own, or a model's vae/ subfolder) or a hub id, checked against
+    the checkpoint's VAE: the denoiser works on its latent channels."""
+    from diffusers import AutoencoderKL
+
+    path = Path(vae).expanduser()
+    if path.is_file():
+        raise InputError(f"--vae {vae} is a file; give a diffusers VAE folder (with config.json) or a hub id.")
+    if path.is_dir():
+        subfolder = "vae" if (path / "vae" / "config.json").is_file() else None
+        if subfolder is None and not (path / "config.json").is_file():
+            raise InputError(
+                f"--vae {vae} has neither a config.json nor a vae/ subfolder; give a diffusers VAE folder."
+            )
+        replacement = _call_loader(
+            vae, AutoencoderKL.from_pretrained, str(path), subfolder=subfolder, torch_dtype=dtype
+        )
+    elif _HUB_ID.match(vae):
+        replacement = _call_loader(vae, AutoencoderKL.from_pretrained, vae, torch_dtype=dtype)
+    else:
+        raise InputError(f"--vae {vae} is neither an existing folder nor a Hugging Face hub id.")
+    wanted, given = original.config.latent_channels, replacement.config.latent_channels
+    if given != wanted:
+        raise InputError(
+            f"--vae {vae} has {given} latent channels but this model's denoiser works on {wanted}; give a VAE made "
+            "for this model's family."
+        )
+    return replacement
 
 
 def pipeline_class(family: Family):

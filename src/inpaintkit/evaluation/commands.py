@@ -44,6 +44,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     run = {
         "model": str(arguments.model),
         "config": arguments.config,
+        "vae": arguments.vae,
         "device": str(device),
         "dtype": arguments.dtype,
         "compile": arguments.compile,
