@@ -358,7 +358,8 @@ def test_full_queue_answers_429_with_retry_after(inpainter9):
             wait_until(gated.entered.is_set)  # the first job runs, held at the gate
             senders[1].start()
             wait_until(lambda: app.state.worker.queued == 1)  # the second waits: the queue (max 1) is full
-            assert test_client.get("/readyz").json() == {"status": "ready", "queued": 1}
+            busy = test_client.get("/readyz")  # a running job is reported, still ready (200)
+            assert busy.status_code == 200 and busy.json()["status"] == "busy" and busy.json()["queued"] == 1
             refused = inpaint(test_client)
         finally:
             gated.gate.set()

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -225,6 +226,46 @@ def test_client_disconnect_cancels_its_job(inpainter9):
     jobs = [record for record in handler.records if record["path"] == "/v1/inpaint"]
     assert [record["status"] for record in jobs] == [499, 200]
     assert jobs[1]["queue_wait_s"] < 1.0  # it waited only for the cancelled job's current step
+
+
+class Problems(logging.Handler):
+    """Every record at WARNING or above, from any logger: a client's hang-up must leave none."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_client_hanging_up_mid_upload_is_one_499_line_without_a_traceback(inpainter9):
+    access, logger = Lines(), logging.getLogger("inpaintkit.server.access")
+    problems = Problems()
+    watched = [logging.getLogger(name) for name in ("uvicorn.error", "inpaintkit.server")]
+    logger.addHandler(access)
+    for each in watched:
+        each.addHandler(problems)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        with uvicorn_thread(create_app(inpainter9, ServiceConfig(timeout=60))) as url:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=10) as connection:
+                head = (
+                    f"POST /v1/inpaint HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100000\r\n"
+                    "Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+                )
+                connection.sendall(head.encode() + b"--b\r\n" + b"x" * 1000)  # a hundredth of the promised body
+            wait_until(lambda: access.records)  # the request ends when the server sees the connection close
+    finally:
+        logger.removeHandler(access)
+        for each in watched:
+            each.removeHandler(problems)
+        logger.setLevel(level)
+    (line,) = access.records
+    assert line["status"] == 499 and "disconnected after sending" in line["error"], line
+    assert problems.records == [], [record.getMessage() for record in problems.records]  # e.g. "Exception in ASGI"
 
 
 def test_serve_refuses_bad_limits_with_exit_2(capsys):

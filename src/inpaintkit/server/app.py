@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hmac
 import io
+import logging
+import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
@@ -18,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 
@@ -25,17 +28,18 @@ from .. import __version__
 from ..errors import InputError
 from ..inpainter import Inpainter
 from ..io import load_image_and_mask, png_metadata
-from ..methods import METHODS
+from ..methods import METHODS, Method
 from ..schedulers import SCHEDULER_NAMES
-from ..settings import InpaintSettings
+from ..settings import MAX_TEXT_LENGTH, InpaintSettings
 from .config import ServiceConfig
 from .errors import CLIENT_CLOSED, ServiceError
-from .forms import request_body_schema, settings_from_form, uploaded_file
+from .forms import MAX_SETTINGS_BYTES, request_body_schema, settings_from_form, uploaded_file
 from .limits import decode_image, read_body
 from .logs import AccessLog
-from .worker import InferenceWorker, Job, deadline_error
+from .worker import InferenceWorker, Job, deadline_error, job_cost
 
 DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
+log = logging.getLogger("inpaintkit.server")
 
 
 class ErrorBody(BaseModel):
@@ -50,8 +54,9 @@ class InpaintResult(BaseModel):
 
 
 class Status(BaseModel):
-    status: str  # alive; or ready, loading, failed, closing
-    queued: Optional[int] = None  # jobs waiting for the worker
+    status: str  # alive; or ready, busy (a job runs), stuck, loading, failed, closing
+    queued: Optional[int] = None  # jobs waiting for the worker (a cancelled one no longer counts)
+    running_s: Optional[float] = None  # busy or stuck: how long the running job has run
     error: Optional[str] = None
 
 
@@ -103,7 +108,8 @@ def create_app(
         ),
     )
     app.state.worker, app.state.config = worker, config
-    app.add_middleware(AccessLog)
+    app.add_middleware(UnexpectedErrors)
+    app.add_middleware(AccessLog)  # added last, so it runs first: it also logs UnexpectedErrors' 500
     add_error_handlers(app)
     guarded = [Security(require_api_key)] if config.api_key else []
     errors = {status: {"model": ErrorBody} for status in (400, 406, 408, 413, 415, 422, 429, 503, 504)}
@@ -121,10 +127,9 @@ def create_app(
         summary="Ready (the model is loaded and jobs are taken)",
     )
     async def readyz():
-        state = worker.state
-        error = None if worker.load_error is None else str(worker.load_error)
-        status = Status(status=state, queued=worker.queued, error=error)
-        return JSONResponse(status.model_dump(exclude_none=True), status_code=200 if state == "ready" else 503)
+        status = readiness(worker)
+        ready = status.status in ("ready", "busy")
+        return JSONResponse(status.model_dump(exclude_none=True), status_code=200 if ready else 503)
 
     @app.get(
         "/v1/models",
@@ -157,15 +162,15 @@ def create_app(
             raise ServiceError(408, f"The request body did not arrive within {config.timeout:g} s.") from None
         form = await parse_form(request, body)
         try:
-            pixels, mask_values, settings = await anyio.to_thread.run_sync(
+            pixels, mask_values, settings, cost = await anyio.to_thread.run_sync(
                 prepare_job, worker, config, form, png_wanted
             )
         finally:
             await form.close()
-        job = Job(pixels, mask_values, settings, deadline, config.timeout)
+        job = Job(pixels, mask_values, settings, deadline, config.timeout, cost)
         try:
             worker.submit(job)
-            images = await wait_for(job, request)
+            images = await wait_for(job, request, worker)
         finally:
             request.state.log.update(job.timings())
         return await anyio.to_thread.run_sync(render, images, png_wanted)
@@ -216,17 +221,33 @@ async def parse_form(request: Request, body: bytes) -> FormData:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        return await Request(request.scope, replay).form(max_files=3, max_fields=64)
+        form = await Request(request.scope, replay).form(max_files=3, max_fields=64)
     except HTTPException as error:  # Starlette's multipart errors: malformed body, too many parts, a huge field
         raise ServiceError(400, f"The multipart body could not be parsed ({error.detail}).") from None
+    if not has_closing_boundary(request.headers["content-type"], body):
+        await form.close()
+        raise ServiceError(400, "The multipart body ends before its closing boundary.")
+    return form
+
+
+def has_closing_boundary(content_type: str, body: bytes) -> bool:
+    """Whether the body holds its close delimiter (RFC 2046: CRLF "--" boundary "--").
+
+    The multipart parser accepts a body cut short and silently drops its unfinished last part (a truncated upload
+    would then run with a setting or the mask missing), so the end is checked here."""
+    boundary = parse_options_header(content_type)[1].get(b"boundary", b"")
+    close = b"--" + boundary + b"--"
+    return body.startswith(close) or b"\r\n" + close in body
 
 
 def prepare_job(
     worker: InferenceWorker, config: ServiceConfig, form: FormData, png_wanted: bool
-) -> tuple[np.ndarray, np.ndarray, InpaintSettings]:
-    """Everything checked before the job may queue: settings, images (limits first), then the CLI's own checks.
+) -> tuple[np.ndarray, np.ndarray, InpaintSettings, float]:
+    """Everything checked before the job may queue, cheapest first: settings and their cost, images (limits first),
+    the CLI's own checks, then whether the job can finish within its deadline.
 
-    Returns the pixels and mask as the CLI loads them, so the model's thread does not decode them again."""
+    Returns the pixels and mask as the CLI loads them, so the model's thread does not decode them again, and the
+    job's cost (worker.job_cost)."""
     settings = settings_from_form(form)
     if settings.num_images > config.max_images:
         raise ServiceError(
@@ -235,23 +256,66 @@ def prepare_job(
         )
     if png_wanted and settings.num_images > 1:
         raise ServiceError(406, "Accept: image/png returns one image; ask for application/json to get several.")
+    inpainter = worker.inpainter
+    if inpainter is None or worker.state != "ready":
+        raise not_ready(worker)
+    try:
+        method = inpainter.check(settings)  # a method or scheduler this model cannot run, unbounded work
+    except InputError as error:
+        raise ServiceError(422, str(error)) from None
+    calls = require_step_budget(method, settings, config.max_steps)
     image_bytes = uploaded_file(form, "image")
     if image_bytes is None:
         raise ServiceError(400, "The image file field is missing.")
     mask_bytes = uploaded_file(form, "mask")
     image = decode_image(image_bytes, "image", config.max_pixels)
     mask = None if mask_bytes is None else decode_image(mask_bytes, "mask", config.max_pixels)
-    inpainter = worker.inpainter
-    if inpainter is None or worker.state != "ready":
-        raise not_ready(worker)
     try:
-        pixels, mask_values = load_image_and_mask(
-            image, mask
-        )  # mask size, alpha as the mask: the CLI's checks and messages
-        inpainter.check(settings)  # a method or scheduler this model cannot run
+        pixels, mask_values = load_image_and_mask(image, mask)  # mask size, alpha as the mask: the CLI's checks
     except InputError as error:
         raise ServiceError(422, str(error)) from None
-    return pixels, mask_values, settings
+    pixel_count = model_pixels(pixels.shape, settings, inpainter.components.capabilities.native_size)
+    cost = job_cost(calls, settings.num_images, pixel_count)
+    require_fits_deadline(worker, cost, config.timeout)
+    return pixels, mask_values, settings, cost
+
+
+def require_step_budget(method: Method, settings: InpaintSettings, max_steps: int) -> int:
+    """The job's denoiser calls per image, refused (422) when all its images together pass the service's budget."""
+    calls = method.denoiser_calls(settings)
+    total = calls * settings.num_images
+    if total > max_steps:
+        # The core names the options that multiply the work as CLI flags; the service's fields have `_` for `-`.
+        others = re.sub(r"--([a-z-]+)", lambda flag: flag.group(1).replace("-", "_"), method.work_options_hint())
+        raise ServiceError(
+            422,
+            f"This job needs {total:,} denoiser steps ({calls:,} per image x {settings.num_images}), more than this "
+            f"service's limit of {max_steps:,} per request; lower steps, num_images{others}.",
+        )
+    return calls
+
+
+def model_pixels(shape: tuple[int, ...], settings: InpaintSettings, native_size: int) -> int:
+    """The pixels the model works on: the whole image, or with crop_padding a window scaled so its longer side is the
+    model's native size (at most native_size squared)."""
+    if settings.crop_padding is not None:
+        return native_size * native_size
+    return shape[0] * shape[1]
+
+
+def require_fits_deadline(worker: InferenceWorker, cost: float, timeout: float) -> None:
+    """Refuse (422) a job that would not finish within the deadline at the speed recent jobs ran.
+
+    422, not 503: the verdict is about this request at this service's speed, and sending it again would fail again,
+    where a 503 invites the client to retry it; it needs less work (or another service). Before any job has finished
+    there is no speed to judge by, and the job is accepted (its deadline still stops it)."""
+    estimate = worker.estimated_seconds(cost)
+    if estimate is not None and estimate > timeout:
+        raise ServiceError(
+            422,
+            f"This job would take about {estimate:,.0f} s at this service's recent speed, more than its {timeout:g} s "
+            "deadline; lower steps, num_images or the image size, or set crop_padding.",
+        )
 
 
 def not_ready(worker: InferenceWorker) -> ServiceError:
@@ -262,7 +326,7 @@ def not_ready(worker: InferenceWorker) -> ServiceError:
     return ServiceError(503, "The model is still loading; retry in a moment.", {"Retry-After": "5"})
 
 
-async def wait_for(job: Job, request: Request) -> list[Image.Image]:
+async def wait_for(job: Job, request: Request, worker: InferenceWorker) -> list[Image.Image]:
     """The job's images; cancels the job when its deadline passes (504) or its client disconnects."""
     try:
         while True:
@@ -277,7 +341,42 @@ async def wait_for(job: Job, request: Request) -> list[Image.Image]:
                 raise ServiceError(CLIENT_CLOSED, "The client disconnected; the job was cancelled.")
     finally:
         if not job.future.done():
-            job.cancel()  # stops it between steps, or before it starts
+            worker.cancel(job)  # stops it where it is, or frees its place in the queue at once
+
+
+def readiness(worker: InferenceWorker) -> Status:
+    """ready, or busy while a job runs; stuck (an orchestrator should restart the service) when the running job is
+    past its deadline by stuck_margin; else the worker's state (loading, failed, closing)."""
+    state = worker.state
+    if state != "ready":
+        return Status(
+            status=state, queued=worker.queued, error=None if worker.load_error is None else str(worker.load_error)
+        )
+    job = worker.running
+    started = None if job is None else job.started_at
+    if started is None:
+        return Status(status="ready", queued=worker.queued)
+    now = worker.clock()
+    running_s = round(now - started, 3)
+    overdue = now - job.deadline
+    if overdue > stuck_margin(job.timeout):
+        return Status(
+            status="stuck",
+            queued=worker.queued,
+            running_s=running_s,
+            error=f"The running job is {overdue:,.0f} s past its deadline and has not stopped; restart the service.",
+        )
+    return Status(status="busy", queued=worker.queued, running_s=running_s)
+
+
+def stuck_margin(timeout: float) -> float:
+    """How far past its deadline a running job may be before /readyz reports the service stuck.
+
+    A job past its deadline stops at its next should_stop poll, and polls are one unit of work apart: a denoising step,
+    a VAE tile, a step of bld's decoder optimisation. On a CPU one unit of a large image takes seconds to tens of
+    seconds, so a margin under 30 s could restart a healthy, slow service. A service given a long timeout is one whose
+    jobs (and units) are slow, so the margin grows with it: half the timeout once that is over 60 s."""
+    return max(30.0, 0.5 * timeout)
 
 
 def render(images: list[Image.Image], png_wanted: bool) -> Response:
@@ -323,6 +422,9 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
             "max_body": config.max_body,
             "timeout_s": config.timeout,
             "max_images": config.max_images,
+            "max_steps": config.max_steps,
+            "max_text_length": MAX_TEXT_LENGTH,
+            "max_settings_bytes": MAX_SETTINGS_BYTES,
         },
     )
 
@@ -348,3 +450,34 @@ def add_error_handlers(app: FastAPI) -> None:
         return reply(
             request, 422, f"{' '.join(str(part) for part in first.get('loc', ()))}: {first['msg']}".strip(": ")
         )
+
+
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler knows becomes a JSON 500 (`{"error": ...}`, like every other error),
+    logged once as a JSON line with its traceback, instead of Starlette's plain-text reply and uvicorn's print."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:
+            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise  # the reply has begun: nothing better to send; the server ends the connection
+            message = (
+                f"An unexpected error occurred ({type(error).__name__}); the service's log has it under this request's "
+                "X-Request-Id."
+            )
+            scope.get("state", {}).get("log", {})["error"] = message
+            await JSONResponse({"error": message}, status_code=500)(scope, receive, send)

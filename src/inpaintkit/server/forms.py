@@ -17,11 +17,16 @@ from ..fill import FILLS
 from ..methods import METHOD_NAMES
 from ..methods.bld import RECONSTRUCTIONS
 from ..schedulers import SCHEDULER_NAMES
-from ..settings import FIELD_KINDS, KIND_NAMES, OPTIONAL_FIELDS, InpaintSettings
+from ..settings import FIELD_KINDS, KIND_NAMES, MAX_TEXT_LENGTH, OPTIONAL_FIELDS, InpaintSettings
 from .errors import ServiceError
 
 FILE_FIELDS = ("image", "mask")
 SETTINGS_FIELD = "settings"  # one JSON object holding any of the settings, instead of (or beside) single fields
+# The settings JSON's size in bytes. Every setting at its longest (two prompts of MAX_TEXT_LENGTH characters, up to
+# 4 bytes each in UTF-8 or 6 as JSON escapes) would need more, but JSON escapes and far-off characters are rare in
+# prompts, and 64 KiB bounds what json.loads and the tokenizer get: a 10 MB prompt took 101 s (issue 13).
+MAX_SETTINGS_BYTES = 64 * 1024
+SHOWN_CHARACTERS = 40  # how much of a bad value an error message quotes
 CHOICES = {"method": METHOD_NAMES, "scheduler": SCHEDULER_NAMES, "fill": FILLS, "reconstruct": RECONSTRUCTIONS}
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
@@ -55,6 +60,10 @@ def field_value(name: str, value: str | UploadFile) -> Any:
     """A form field's text converted to its setting's kind; an unknown name is left for from_options to name."""
     if not isinstance(value, str):
         raise ServiceError(400, f"Form field {name} must be a text field, not a file.")
+    if len(value) > MAX_TEXT_LENGTH:  # before any conversion (or tokenizing) sees it
+        raise ServiceError(
+            422, f"Form field {name} is {len(value):,} characters long, more than the limit of {MAX_TEXT_LENGTH:,}."
+        )
     kind = FIELD_KINDS.get(name)
     if not value.strip() and name in OPTIONAL_FIELDS:
         return None  # an empty optional field (as HTML forms send) means the default
@@ -63,7 +72,12 @@ def field_value(name: str, value: str | UploadFile) -> Any:
     try:
         return PARSERS[kind](value.strip())
     except ValueError:
-        raise ServiceError(422, f"Setting {name} must be {KIND_NAMES[kind]}, got {value!r}.") from None
+        raise ServiceError(422, f"Setting {name} must be {KIND_NAMES[kind]}, got {shown(value)}.") from None
+
+
+def shown(value: str) -> str:
+    """The value's repr for a message, cut short: a message quotes, it does not echo 10,000 characters."""
+    return repr(value) if len(value) <= SHOWN_CHARACTERS else f"{value[:SHOWN_CHARACTERS]!r}..."
 
 
 def json_settings(form: FormData) -> dict[str, Any]:
@@ -73,7 +87,7 @@ def json_settings(form: FormData) -> dict[str, Any]:
         return {}
     if len(values) > 1:
         raise ServiceError(400, "The settings field is given more than once.")
-    text = values[0] if isinstance(values[0], str) else values[0].file.read()
+    text = settings_bytes(values[0])
     try:
         options = json.loads(text)
     except (ValueError, RecursionError) as error:
@@ -81,6 +95,20 @@ def json_settings(form: FormData) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise ServiceError(400, f"The settings field must be a JSON object, got {type(options).__name__}.")
     return options
+
+
+def settings_bytes(value: str | UploadFile) -> bytes:
+    """The settings field's bytes, as text or as a file part, refused (422) above MAX_SETTINGS_BYTES before parsing.
+
+    A file part is read only up to one byte past the limit; a text part arrives decoded (the multipart parser caps it
+    at 1 MiB), so its UTF-8 length is what is measured."""
+    data = value.encode() if isinstance(value, str) else value.file.read(MAX_SETTINGS_BYTES + 1)
+    if len(data) > MAX_SETTINGS_BYTES:
+        size = f" ({len(data):,} bytes)" if isinstance(value, str) else ""
+        raise ServiceError(
+            422, f"The settings field{size} is larger than the limit of {MAX_SETTINGS_BYTES:,} bytes (64 KiB)."
+        )
+    return data
 
 
 def uploaded_file(form: FormData, name: str) -> bytes | None:

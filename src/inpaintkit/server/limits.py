@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from PIL import Image
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..errors import first_line
-from .errors import ServiceError
+from .errors import CLIENT_CLOSED, ServiceError
 
 ALLOWED_FORMATS = "PNG, JPEG or WebP"
 
@@ -23,11 +24,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise body_too_large(int(declared), limit)
     chunks, received = [], 0
-    async for chunk in request.stream():  # counted too: a chunked body declares no length, and a length can lie
-        received += len(chunk)
-        if received > limit:
-            raise body_too_large(received, limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():  # counted too: a chunked body declares no length, and a length can lie
+            received += len(chunk)
+            if received > limit:
+                raise body_too_large(received, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing, not a failure of ours: logged as 499, without a traceback
+        request.state.log["status"] = CLIENT_CLOSED
+        raise ServiceError(
+            CLIENT_CLOSED, f"The client disconnected after sending {received:,} bytes of its body."
+        ) from None
     return b"".join(chunks)
 
 
@@ -48,6 +55,11 @@ def sniff_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def without_object_reprs(text: str) -> str:
+    """Pillow's messages name the file object (`<_io.BytesIO object at 0x7f...>`): noise to a client, and an address."""
+    return re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", text)
 
 
 def decode_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
@@ -74,9 +86,9 @@ def decode_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
                 413, f"The {what} declares more pixels than Pillow's limit against decompression bombs."
             ) from None
         except (OSError, SyntaxError, ValueError) as error:
+            reason = without_object_reprs(first_line(error))
             raise ServiceError(
                 422,
-                f"The {what} could not be decoded as {image_format} ({first_line(error)}); it may be truncated or "
-                "corrupt.",
+                f"The {what} could not be decoded as {image_format} ({reason}); it may be truncated or corrupt.",
             ) from None
     return image

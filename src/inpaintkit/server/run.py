@@ -103,6 +103,7 @@ def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
         max_body=round(arguments.max_body * MIB),
         timeout=arguments.timeout,
         max_images=arguments.max_images,
+        max_steps=arguments.max_steps,
         api_key=api_key_from(arguments),
     )
 

@@ -6,9 +6,9 @@ import asyncio
 import gc
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -22,15 +22,40 @@ from .errors import CLIENT_CLOSED, ServiceError
 log = logging.getLogger("inpaintkit.server")
 STOP = None  # put on the queue to end the worker thread
 
+# A job's cost is counted in units of one denoiser (UNet) call on a one-megapixel image, and the VAE in the same
+# units: on Stable Diffusion at 512 px, decoding one image costs about as much as two guided UNet calls (the decoder
+# runs at full resolution, the UNet at 1/8), and encoding the image and the masked image about two more, once per
+# job. The weights need not be exact: the seconds per unit are learned from finished jobs, so the weights only set
+# how much of a short job's time is the VAE's, and they keep a one-step job from looking free.
+VAE_DECODE_CALLS = 2.0  # per image
+VAE_ENCODE_CALLS = 2.0  # per job
+# The newest job's share of the seconds-per-unit average: a few jobs to follow a change of speed (another model size,
+# a warm cache), while one outlier moves it by a fifth only.
+RATE_WEIGHT = 0.2
+
+
+def job_cost(denoiser_calls: int, num_images: int, model_pixels: int) -> float:
+    """The estimated cost of a job in cost units (see VAE_DECODE_CALLS), from what is known before it queues."""
+    megapixels = model_pixels / 1e6
+    return megapixels * (denoiser_calls * num_images + VAE_DECODE_CALLS * num_images + VAE_ENCODE_CALLS)
+
 
 class Job:
     """One request's work. Created on the event loop; the worker settles its future through the loop."""
 
     def __init__(
-        self, pixels: np.ndarray, mask: np.ndarray, settings: InpaintSettings, deadline: float, timeout: float
+        self,
+        pixels: np.ndarray,
+        mask: np.ndarray,
+        settings: InpaintSettings,
+        deadline: float,
+        timeout: float,
+        cost: Optional[float] = None,
     ):
         self.pixels, self.mask, self.settings = pixels, mask, settings  # as io.load_image_and_mask returns them
         self.deadline, self.timeout = deadline, timeout
+        self.cost = cost  # job_cost(...), for the worker's seconds-per-unit estimate; None: not counted
+        self.steps_done = 0
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future = self.loop.create_future()
         self.cancelled = False  # set by the request side; the worker reads it between steps
@@ -39,11 +64,18 @@ class Job:
         self.finished_at: Optional[float] = None
 
     def keep_going(self) -> bool:
-        """The step callback: False stops the job between two steps."""
+        """False once the job's deadline has passed or its request gave up: the job should stop where it is."""
         return not self.cancelled and time.monotonic() < self.deadline
 
+    def after_step(self, step: int, total: int, latents: Any) -> bool:
+        """The step callback: counts the steps (a job that ran none says nothing about speed), False stops it."""
+        self.steps_done = step + 1
+        return self.keep_going()
+
     def cancel(self) -> None:
-        """Called on the event loop when nobody will read the result (deadline passed or client gone)."""
+        """Called on the event loop when nobody will read the result (deadline passed or client gone).
+
+        Use InferenceWorker.cancel, which also frees the job's place in the queue."""
         self.cancelled = True
         self.future.cancel()
 
@@ -84,6 +116,44 @@ def deadline_error(timeout: float) -> ServiceError:
     )
 
 
+class WaitingJobs:
+    """The jobs waiting for the worker, oldest first. A job cancelled while it waits leaves at once, so its place is
+    free for the next client instead of counting until the worker reaches it (issue 13)."""
+
+    def __init__(self) -> None:
+        self._items: deque = deque()
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._changed:
+            return sum(item is not STOP for item in self._items)
+
+    def put(self, item: Optional[Job], limit: Optional[int] = None) -> bool:
+        """Append `item`; False (and nothing appended) when `limit` jobs already wait. STOP always fits."""
+        with self._changed:
+            if limit is not None and len(self) >= limit:
+                return False
+            self._items.append(item)
+            self._changed.notify()
+            return True
+
+    def remove(self, job: Job) -> bool:
+        """Take a job out of the line; False when it is not there (the worker took it already)."""
+        with self._changed:
+            try:
+                self._items.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    def take(self) -> Optional[Job]:
+        """The oldest job (or STOP), waiting for one if none is there."""
+        with self._changed:
+            while not self._items:
+                self._changed.wait()
+            return self._items.popleft()
+
+
 class InferenceWorker:
     """The model's owner: loads it (if given a loader), then runs queued jobs in order until stopped."""
 
@@ -93,10 +163,16 @@ class InferenceWorker:
         self.load_error: Optional[BaseException] = None
         self.max_queue = max_queue
         self.closing = False
-        self._jobs: queue.Queue = queue.Queue()  # unbounded: submit() enforces max_queue, so STOP always fits
+        self._jobs = WaitingJobs()  # submit() enforces max_queue; STOP always fits
         self._submit_lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._average_run_s = 1.0
+        self.running: Optional[Job] = None  # the job the model works on now, for /readyz
+        # Seconds per cost unit (job_cost), an exponential average over finished jobs; None until one finishes.
+        self.seconds_per_unit: Optional[float] = None
+        # What /readyz measures a running job's age and lateness with (time.monotonic, as the jobs' deadlines); a
+        # test replaces it to look at a job an hour late without waiting an hour.
+        self.clock: Callable[[], float] = time.monotonic
 
     @property
     def state(self) -> str:
@@ -113,7 +189,12 @@ class InferenceWorker:
 
     @property
     def queued(self) -> int:
-        return self._jobs.qsize()
+        """Jobs really waiting: a cancelled one has left the line already."""
+        return len(self._jobs)
+
+    def estimated_seconds(self, cost: float) -> Optional[float]:
+        """How long a job of this cost would run at the recent speed; None before any job has finished."""
+        return None if self.seconds_per_unit is None else cost * self.seconds_per_unit
 
     def start(self) -> None:
         """Start the thread (again, after stop()); a no-op while it runs."""
@@ -148,24 +229,31 @@ class InferenceWorker:
         if self.closing:
             raise shutting_down()
         with self._submit_lock:
-            waiting = self.queued
-            if waiting >= self.max_queue:
-                retry_after = max(1, math.ceil((waiting + 1) * self._average_run_s))
+            if not self._jobs.put(job, limit=self.max_queue):
+                retry_after = max(1, math.ceil((self.max_queue + 1) * self._average_run_s))
                 raise ServiceError(
                     429,
                     f"The queue is full ({self.max_queue} jobs waiting); retry in about {retry_after} s.",
                     {"Retry-After": str(retry_after)},
                 )
-            self._jobs.put(job)
+
+    def cancel(self, job: Job) -> None:
+        """Nobody will read this job's result: stop it where it is, and free its place in the queue now."""
+        job.cancel()
+        self._jobs.remove(job)
 
     def _main(self) -> None:
         if self.inpainter is None and not self._load_model():
             return
         while True:
-            job = self._jobs.get()
+            job = self._jobs.take()
             if job is STOP:
                 return
-            self._serve(job)
+            self.running = job
+            try:
+                self._serve(job)
+            finally:
+                self.running = None
 
     def _load_model(self) -> bool:
         started = time.monotonic()
@@ -186,7 +274,11 @@ class InferenceWorker:
         job.started_at = time.monotonic()
         out_of_memory = False
         try:
-            images = self.inpainter.run(job.pixels, job.mask, job.settings, callback=lambda *_: job.keep_going())
+            # The callback stops the loop between steps; should_stop also inside the long stages (VAE tiles, bld's
+            # decoder optimisation), so a deadline is kept however the job spends its time.
+            images = self.inpainter.run(
+                job.pixels, job.mask, job.settings, callback=job.after_step, should_stop=lambda: not job.keep_going()
+            )
         except Cancelled:
             error = job.stopped_error()
         except (torch.OutOfMemoryError, MemoryError):
@@ -205,12 +297,23 @@ class InferenceWorker:
                 f"Inference failed ({type(unexpected).__name__}: {first_line(unexpected)}); the service keeps running.",
             )
         else:
+            self._learn_speed(job)  # before the reply: a client that reads the estimate next must see this job in it
             job.settle(result=images)
-            self._average_run_s = 0.8 * self._average_run_s + 0.2 * (job.finished_at - job.started_at)
             return
         if out_of_memory:
             free_memory()  # after the except block, so the traceback's tensors are already released
         job.settle(error=error)
+
+    def _learn_speed(self, job: Job) -> None:
+        """Fold a finished job's run time into the averages behind Retry-After and the deadline estimate."""
+        run_s = time.monotonic() - job.started_at
+        self._average_run_s = 0.8 * self._average_run_s + 0.2 * run_s
+        if not job.cost or job.steps_done == 0:  # e.g. an empty mask: no model work, no news about its speed
+            return
+        rate = run_s / job.cost
+        self.seconds_per_unit = (
+            rate if self.seconds_per_unit is None else (1 - RATE_WEIGHT) * self.seconds_per_unit + RATE_WEIGHT * rate
+        )
 
 
 def shutting_down() -> ServiceError:
