@@ -30,3 +30,21 @@ def test_the_check_sees_a_scheduler_attribute(tmp_path):
     assert SCHEDULER_INTERNALS.search("scheduler.alphas_cumprod[t]")
     assert not SCHEDULER_INTERNALS.search("state.schedule.noised(z, n, i)")
     assert not SCHEDULER_INTERNALS.search("settings.scheduler")  # the setting, a name
+
+
+FRONT_ENDS = ("cli", "server", "ui", "evaluation")
+PACKAGE_DIR = METHODS_DIR.parent
+
+
+def test_no_front_end_imports_another():
+    """The web UI, the service and bench share model_arguments.py and import neither cli.py nor each other (the
+    command line is the entry point that launches each of them, so cli.py alone may name them)."""
+    offending = []
+    for front_end in ("server", "ui", "evaluation"):
+        others = "|".join(name for name in FRONT_ENDS if name != front_end)
+        pattern = re.compile(rf"from \.+({others})\b|from \.\. import ({others})\b|inpaintkit\.({others})\b")
+        for path in sorted((PACKAGE_DIR / front_end).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offending.append(f"{path.relative_to(PACKAGE_DIR)}:{number}: {line.strip()}")
+    assert not offending, offending

@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError, first_line
+from .model_arguments import add_model_arguments, add_speed_arguments, inpainter_from_arguments, warn_if_untrained
 from .names import (
-    AUTO_TILING_PIXELS,
     DEFAULT_CLIP_MODEL,
-    DEFAULT_MODEL,
     DEFAULT_SEED,
-    DTYPE_CHOICES,
     FILLS,
     KID_FEATURES,
     MAX_BATCH_IMAGES,
@@ -32,13 +30,11 @@ from .names import (
     PIPE_IMAGES,
     PIPE_MASKS,
     RECONSTRUCTIONS,
-    TILING_MODES,
     TINY_FAMILIES,
 )
 from .schedulers import SCHEDULER_NAMES
 
 if TYPE_CHECKING:
-    from .inpainter import Inpainter
     from .settings import InpaintSettings
 
 EXIT_USAGE = 2
@@ -425,75 +421,6 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
-
-
-def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
-    """Speed and memory options (acceleration.py); none changes pixels beyond float rounding except VAE tiling."""
-    group = parser.add_argument_group("speed and memory")
-    group.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the UNet (the first image of each size compiles: slow once, faster after)",
-    )
-    group.add_argument(
-        "--vae-tiling",
-        default="auto",
-        choices=TILING_MODES,
-        help=f"decode/encode in tiles: auto = above {AUTO_TILING_PIXELS // 2**20} megapixel (recorded in the metadata)",
-    )
-    group.add_argument(
-        "--offload",
-        action="store_true",
-        help="keep models in CPU memory and move each to the GPU while it runs (small GPUs; CUDA only)",
-    )
-    group.add_argument(
-        "--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul"
-    )
-
-
-def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
-    """Load the model the way the arguments say (model, device, dtype, config and the speed options)."""
-    from .inpainter import Inpainter
-
-    return Inpainter.from_pretrained(
-        arguments.model,
-        device=arguments.device,
-        dtype=arguments.dtype,
-        config=arguments.config,
-        vae=arguments.vae,
-        compile=arguments.compile,
-        vae_tiling=arguments.vae_tiling,
-        offload=arguments.offload,
-        fuse_qkv=arguments.fuse_qkv,
-    )
-
-
-def warn_if_untrained(inpainter: Inpainter, model) -> None:
-    """Every front end says it once its own checks have passed (so a refused job stays one line)."""
-    if inpainter.capabilities.untrained:
-        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", model)
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})",
-    )
-    group.add_argument(
-        "--config", help="for a single-file model: a diffusers folder or hub id with the component configs"
-    )
-    group.add_argument(
-        "--vae", help="replace the checkpoint's VAE: a diffusers VAE folder or hub id (e.g. an fp16-safe SDXL VAE)"
-    )
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    group.add_argument(
-        "--dtype",
-        default="auto",
-        choices=DTYPE_CHOICES,
-        help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
-    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

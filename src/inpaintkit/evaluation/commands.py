@@ -27,7 +27,7 @@ RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resu
 
 
 def command_bench(arguments: argparse.Namespace) -> int:
-    from ..cli import inpainter_from_arguments, warn_if_untrained
+    from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 
     methods = parse_methods(arguments.pipeline, "--pipeline")
     if arguments.metric:

@@ -12,10 +12,10 @@ from typing import Iterator
 
 import uvicorn
 
-from ..cli import inpainter_from_arguments, warn_if_untrained
 from ..errors import InputError, first_line
 from ..inpainter import Inpainter
 from ..listening import check_can_listen, is_loopback
+from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 from .app import create_app
 from .config import MIB, ServiceConfig
 from .logs import JsonLineFormatter, StderrHandler

@@ -97,7 +97,7 @@ def private_cache() -> Iterator[str]:
 
 def launch(arguments: argparse.Namespace) -> int:
     """Load the model (once: every job reuses it), serve the UI, and block until Ctrl-C or SIGTERM."""
-    from ..cli import inpainter_from_arguments, warn_if_untrained
+    from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 
     check_can_listen(arguments.host, arguments.port)
     with private_cache() as cache:

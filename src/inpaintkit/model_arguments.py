@@ -1,0 +1,88 @@
+"""The model arguments every front end shares (run, outpaint, bench, metrics' loaders, info, ui, serve): the flags, the
+Inpainter they name, and the warning for an untrained model.
+
+cli.py builds its parser with them; the web UI, the service and bench load their model through them, so no front
+end imports cli.py or another front end. Importing this module loads no torch (the parser must build at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+from .names import AUTO_TILING_PIXELS, DEFAULT_MODEL, DTYPE_CHOICES, TILING_MODES
+
+if TYPE_CHECKING:
+    from .inpainter import Inpainter
+
+log = logging.getLogger("inpaintkit")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub id, local diffusers folder or .safetensors/.ckpt file (default {DEFAULT_MODEL})",
+    )
+    group.add_argument(
+        "--config", help="for a single-file model: a diffusers folder or hub id with the component configs"
+    )
+    group.add_argument(
+        "--vae", help="replace the checkpoint's VAE: a diffusers VAE folder or hub id (e.g. an fp16-safe SDXL VAE)"
+    )
+    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
+    )
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Speed and memory options (acceleration.py); none changes pixels beyond float rounding except VAE tiling."""
+    group = parser.add_argument_group("speed and memory")
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the UNet (the first image of each size compiles: slow once, faster after)",
+    )
+    group.add_argument(
+        "--vae-tiling",
+        default="auto",
+        choices=TILING_MODES,
+        help=f"decode/encode in tiles: auto = above {AUTO_TILING_PIXELS // 2**20} megapixel (recorded in the metadata)",
+    )
+    group.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep models in CPU memory and move each to the GPU while it runs (small GPUs; CUDA only)",
+    )
+    group.add_argument(
+        "--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul"
+    )
+
+
+def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
+    """Load the model the way the arguments say (model, device, dtype, config and the speed options)."""
+    from .inpainter import Inpainter
+
+    return Inpainter.from_pretrained(
+        arguments.model,
+        device=arguments.device,
+        dtype=arguments.dtype,
+        config=arguments.config,
+        vae=arguments.vae,
+        compile=arguments.compile,
+        vae_tiling=arguments.vae_tiling,
+        offload=arguments.offload,
+        fuse_qkv=arguments.fuse_qkv,
+    )
+
+
+def warn_if_untrained(inpainter: Inpainter, model) -> None:
+    """Every front end says it once its own checks have passed (so a refused job stays one line)."""
+    if inpainter.capabilities.untrained:
+        log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", model)
