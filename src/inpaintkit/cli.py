@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from . import __version__
 from .errors import Cancelled, InputError, first_line
+from .method_options import OPTIONS as METHOD_OPTIONS
 from .model_arguments import add_model_arguments, add_speed_arguments, inpainter_from_arguments, warn_if_untrained
 from .names import (
     DEFAULT_CLIP_MODEL,
@@ -29,7 +30,6 @@ from .names import (
     METHOD_SUMMARIES,
     PIPE_IMAGES,
     PIPE_MASKS,
-    RECONSTRUCTIONS,
     TINY_FAMILIES,
 )
 from .schedulers import SCHEDULER_NAMES
@@ -361,23 +361,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
         "--color-match", action="store_true", help="match the new region's colour statistics to the pixels around it"
     )
     options = parser.add_argument_group("method options (each belongs to one method; unset = the method's default)")
-    options.add_argument(
-        "--blend-start", type=float, help="bld: fraction of the steps skipped, starting from noise (0.25)"
-    )
-    options.add_argument(
-        "--mask-dilation-iterations",
-        type=int,
-        metavar="N",
-        help="bld: progressive mask shrinking, N dilated masks first (0)",
-    )
-    options.add_argument(
-        "--reconstruct", choices=RECONSTRUCTIONS, help="bld: background reconstruction after decoding (optimize)"
-    )
-    options.add_argument("--jump-length", type=int, metavar="J", help="repaint: steps per jump back up (10)")
-    options.add_argument("--jump-n-sample", type=int, metavar="R", help="repaint: times each block is resampled (10)")
-    options.add_argument(
-        "--known-t", type=int, metavar="T", help="tdpaint: the known region's constant noise level (50)"
-    )
+    for option in METHOD_OPTIONS:  # declared once, in method_options.py
+        options.add_argument(
+            option.flag,
+            type=option.kind,
+            choices=option.choices or None,
+            metavar=option.metavar,
+            help=f"{option.method}: {option.help} (default {option.default})",
+        )
     return generation
 
 

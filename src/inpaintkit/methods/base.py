@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..method_options import OPTIONS, OPTIONS_BY_NAME
 from ..models import Capabilities
 from ..names import METHOD_SUMMARIES
 
@@ -23,15 +24,8 @@ if TYPE_CHECKING:  # the loop imports the methods; the methods only name its sta
     from ..engine import LoopState
     from ..settings import InpaintSettings
 
-# Every method option, with the method it belongs to (and its CLI flag, for messages).
-METHOD_OPTIONS = {
-    "blend_start": "bld",
-    "mask_dilation_iterations": "bld",
-    "reconstruct": "bld",
-    "jump_length": "repaint",
-    "jump_n_sample": "repaint",
-    "known_t": "tdpaint",
-}
+# Every method option and the method it belongs to (declared in method_options.py).
+METHOD_OPTIONS = {option.name: option.method for option in OPTIONS}
 
 
 # The most denoiser (UNet) evaluations one image of a job may take: RePaint's revisits multiply the steps, and a
@@ -51,11 +45,12 @@ class Method:
     requires_inpainting_unet: bool = False
     needs_known_latents: bool = False  # the loop must encode the input image (z0) even at strength 1
     soft_mask: bool = False  # reads the grayscale mask as per-pixel strength instead of binarising it
-    defaults: dict[str, Any] = {}  # this method's options and their defaults
+    defaults: dict[str, Any] = {}  # this method's options and their defaults, from method_options.OPTIONS
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.summary = METHOD_SUMMARIES[cls.name]  # kept in names.py, so --help needs no torch
+        cls.defaults = {option.name: option.default for option in OPTIONS if option.method == cls.name}
 
     # -- checks, before any work -------------------------------------------------------------
     def check(self, capabilities: Capabilities, settings: InpaintSettings) -> None:
@@ -68,6 +63,10 @@ class Method:
         for option, owner in METHOD_OPTIONS.items():
             if owner != self.name and getattr(settings, option) is not None:
                 raise InputError(f"{flag(option)} applies only to --method {owner}, not {self.name}.")
+        for option in self.defaults:  # each value in its declared range (a default always is)
+            problem = OPTIONS_BY_NAME[option].problem(self.option(settings, option))
+            if problem:
+                raise InputError(problem)
         self.check_options(settings)
         calls = self.denoiser_calls(settings)
         if calls > MAX_DENOISER_CALLS:
@@ -77,7 +76,7 @@ class Method:
             )
 
     def check_options(self, settings: InpaintSettings) -> None:
-        """Validate this method's own options (see `option`)."""
+        """Check what the declared ranges cannot: an option against the other settings (see `option`)."""
 
     def work_options_hint(self) -> str:
         """The options besides --steps that multiply this method's work, for the message above."""

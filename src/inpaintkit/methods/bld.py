@@ -17,7 +17,6 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..finish import poisson_blend
-from ..names import RECONSTRUCTIONS
 from .base import Method
 
 OPTIMIZE_STEPS, OPTIMIZE_LR, BACKGROUND_WEIGHT = 75, 1e-4, 100.0  # the authors' settings
@@ -38,26 +37,17 @@ class BlendedLatentDiffusion(Method):
     name = "bld"
     paper = "Avrahami et al., Blended Latent Diffusion, SIGGRAPH 2023 (arXiv 2206.02779)"
     needs_known_latents = True
-    defaults = {"blend_start": 0.25, "mask_dilation_iterations": 0, "reconstruct": "optimize"}
 
     def check_options(self, settings) -> None:
         blend_start = self.option(settings, "blend_start")
-        if not 0.0 <= blend_start < 1.0:
-            raise InputError(f"--blend-start must be in [0, 1), got {blend_start}.")
         steps_run = self.steps_run(settings)
         if steps_run < 1:
             raise InputError(f"--blend-start {blend_start} with {settings.steps} steps leaves no step to run.")
         iterations = self.option(settings, "mask_dilation_iterations")
-        if iterations < 0:
-            raise InputError(f"--mask-dilation-iterations must be 0 or more, got {iterations}.")
         if iterations + 1 > steps_run:
             raise InputError(
                 f"--mask-dilation-iterations {iterations} needs at least {iterations + 1} steps to run; {steps_run} "
                 "run."
-            )
-        if self.option(settings, "reconstruct") not in RECONSTRUCTIONS:
-            raise InputError(
-                f"Unknown --reconstruct '{settings.reconstruct}'; choose one of: {', '.join(RECONSTRUCTIONS)}."
             )
         if settings.strength < 1.0:
             raise InputError("bld starts from pure noise after --blend-start; --strength does not apply to it.")

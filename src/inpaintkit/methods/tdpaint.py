@@ -18,12 +18,6 @@ class TDPaint(Method):
     name = "tdpaint"
     paper = "Mayet et al., TD-Paint, arXiv 2410.09306 (zero-shot approximation, no training)"
     needs_known_latents = True
-    defaults = {"known_t": 50}
-
-    def check_options(self, settings) -> None:
-        known_t = self.option(settings, "known_t")
-        if not 0 <= known_t < 1000:
-            raise InputError(f"--known-t must be a training timestep in [0, 1000), got {known_t}.")
 
     scheduler_reason = "tdpaint mixes noise levels in the UNet input, which needs a variance-preserving scheduler"
 

@@ -14,8 +14,8 @@ from starlette.datastructures import FormData, UploadFile
 
 from ..errors import InputError
 from ..fill import FILLS
+from ..method_options import OPTIONS
 from ..methods import METHOD_NAMES
-from ..methods.bld import RECONSTRUCTIONS
 from ..schedulers import SCHEDULER_NAMES
 from ..settings import FIELD_KINDS, KIND_NAMES, MAX_TEXT_LENGTH, OPTIONAL_FIELDS, InpaintSettings
 from .errors import ServiceError
@@ -27,7 +27,12 @@ SETTINGS_FIELD = "settings"  # one JSON object holding any of the settings, inst
 # prompts, and 64 KiB bounds what json.loads and the tokenizer get: a 10 MB prompt took 101 s (issue 13).
 MAX_SETTINGS_BYTES = 64 * 1024
 SHOWN_CHARACTERS = 40  # how much of a bad value an error message quotes
-CHOICES = {"method": METHOD_NAMES, "scheduler": SCHEDULER_NAMES, "fill": FILLS, "reconstruct": RECONSTRUCTIONS}
+CHOICES = {
+    "method": METHOD_NAMES,
+    "scheduler": SCHEDULER_NAMES,
+    "fill": FILLS,
+    **{option.name: option.choices for option in OPTIONS if option.choices},
+}
 TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry or version check: the UI must work offline
 
 import gradio as gr  # noqa: E402
 
 from ..fill import FILLS  # noqa: E402
+from ..method_options import OPTIONS_BY_NAME  # noqa: E402
 from ..methods import METHOD_OPTIONS, METHODS  # noqa: E402
-from ..methods.bld import RECONSTRUCTIONS  # noqa: E402
 from ..schedulers import SCHEDULER_NAMES  # noqa: E402
 from ..settings import InpaintSettings  # noqa: E402
 from . import jobs  # noqa: E402
@@ -25,51 +24,22 @@ BRUSH_SIZE = 12  # radius in image pixels; the editor has a slider to change it
 METHOD_CHOICES = [("auto: native for a 9-channel UNet, blend otherwise", "auto")] + [
     (f"{name}: {method.summary.rstrip('.')}", name) for name, method in METHODS.items()
 ]
+SLIDER_STEP = 0.05
 CACHE_CLEANUP = (1800, 7200)  # every 30 minutes, delete uploads and results older than 2 hours
 
 
-def method_option_field(option: str) -> gr.components.Component:
-    """The input for one method option, starting at that method's default."""
-    owner = METHOD_OPTIONS[option]
-    default = METHODS[owner].defaults[option]
-    fields: dict[str, Callable[[], gr.components.Component]] = {
-        "blend_start": lambda: gr.Slider(
-            0.0,
-            0.95,
-            value=default,
-            step=0.05,
-            label="Blend start",
-            info="bld: fraction of the steps skipped, starting from noise",
-        ),
-        "mask_dilation_iterations": lambda: gr.Number(
-            value=default,
-            precision=0,
-            minimum=0,
-            label="Mask dilation iterations",
-            info="bld: progressive mask shrinking, N dilated masks first",
-        ),
-        "reconstruct": lambda: gr.Dropdown(
-            list(RECONSTRUCTIONS),
-            value=default,
-            label="Reconstruct",
-            info="bld: background repair after decoding (optimize is slow on a CPU)",
-        ),
-        "jump_length": lambda: gr.Number(
-            value=default, precision=0, minimum=1, label="Jump length", info="repaint: steps per jump back up"
-        ),
-        "jump_n_sample": lambda: gr.Number(
-            value=default, precision=0, minimum=1, label="Jump samples", info="repaint: times each block is resampled"
-        ),
-        "known_t": lambda: gr.Number(
-            value=default,
-            precision=0,
-            minimum=0,
-            maximum=999,
-            label="Known t",
-            info="tdpaint: the known region's constant noise level",
-        ),
-    }
-    return fields[option]()
+def method_option_field(name: str) -> gr.components.Component:
+    """The input for one method option, from its declaration, starting at that method's default."""
+    option = OPTIONS_BY_NAME[name]
+    info = f"{option.method}: {option.help}"
+    if option.choices:
+        return gr.Dropdown(list(option.choices), value=option.default, label=option.label, info=info)
+    if option.kind is float:  # a fraction: a slider over its range, short of an exclusive end
+        high = option.maximum if option.maximum is not None else option.below - SLIDER_STEP
+        return gr.Slider(option.minimum, high, value=option.default, step=SLIDER_STEP, label=option.label, info=info)
+    return gr.Number(
+        value=option.default, precision=0, minimum=option.minimum, maximum=option.maximum, label=option.label, info=info
+    )
 
 
 def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> CheckedBlocks:
