@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 from sd15_model import write_sd15_architecture
+from sdxl_model import write_sdxl_architecture
 
-from inpaintkit.tiny import make_tiny_model
+from inpaintkit.tiny import make_tiny_model, make_tiny_sdxl_model
 
 
 def picture(width: int, height: int) -> np.ndarray:
@@ -27,6 +28,8 @@ def model_folder(root: Path, arch: str, channels: int = 9) -> Path:
     folder = root / f"{arch}-{channels}"
     if arch == "sd15":
         return write_sd15_architecture(folder, unet_in_channels=channels)
+    if arch == "sdxl":
+        return write_sdxl_architecture(folder, unet_in_channels=channels)
     if not (folder / "model_index.json").is_file():
-        make_tiny_model(folder, unet_in_channels=channels)
+        (make_tiny_sdxl_model if arch == "tiny-sdxl" else make_tiny_model)(folder, unet_in_channels=channels)
     return folder
