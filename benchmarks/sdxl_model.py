@@ -10,7 +10,6 @@ per token is unchanged (a table lookup).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import torch
 def write_sdxl_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
     """SDXL 1.0's UNet (2.6B parameters), VAE, CLIP ViT-L/14 and OpenCLIP bigG text encoders, random weights,
     SDXL's Euler scheduler config."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from inpaintkit.tiny import UNTRAINED_MARKER, UNTRAINED_NOTE, write_byte_level_clip_tokenizer
+    from inpaintkit.tiny import save_untrained_sdxl_model, write_byte_level_clip_tokenizer
 
     if (folder / "model_index.json").is_file():
         return folder
@@ -93,32 +92,6 @@ def write_sdxl_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
         )
     finally:
         torch.set_default_dtype(default_dtype)
-    # SDXL 1.0's scheduler config (Euler, scaled-linear betas, leading spacing, offset 1).
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-        interpolation_type="linear",
-        prediction_type="epsilon",
-    )
-    pipeline = StableDiffusionXLInpaintPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=CLIPTokenizer.from_pretrained(partial / "tokenizer"),
-        tokenizer_2=CLIPTokenizer.from_pretrained(partial / "tokenizer_2"),
-        unet=unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=False,
-        force_zeros_for_empty_prompt=True,
-    )
-    pipeline.save_pretrained(partial, safe_serialization=True)
-    index = json.loads((partial / "model_index.json").read_text(encoding="utf-8"))
-    index[UNTRAINED_MARKER] = UNTRAINED_NOTE  # as inpaintkit.tiny labels its models
-    (partial / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
-    (partial / "README.md").write_text(f"# SDXL architecture, random weights\n\n{UNTRAINED_NOTE}\n", encoding="utf-8")
+    save_untrained_sdxl_model(partial, unet, vae, text_encoder, text_encoder_2)  # labelled untrained, as tiny ones
     partial.rename(folder)
     return folder

@@ -60,6 +60,43 @@ def write_byte_level_clip_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
+def _tiny_vae(scaling_factor: float, force_upcast: bool = False):
+    """SD's 4-block VAE (downsampling 8x), at 8-16 channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=64,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
+    )
+
+
+def _tiny_text_config(vocab_size: int):
+    """A 2-layer CLIP text tower of width 32 for a byte-level tokenizer of `vocab_size` tokens."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+
+
 @quiet_libraries()
 def make_tiny_model(
     folder: str | Path,
@@ -69,8 +106,8 @@ def make_tiny_model(
     seed: int = 0,
 ) -> Path:
     """Write a tiny SD-1.x-shaped model (VAE downsampling 8x, native size 64 px) to `folder`."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     if unet_in_channels not in (4, 9):
         raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
@@ -90,34 +127,8 @@ def make_tiny_model(
             attention_head_dim=8,
             norm_num_groups=32,
         )
-        vae = AutoencoderKL(
-            sample_size=64,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(8, 16, 16, 16),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            scaling_factor=0.18215,
-        )
-        tokenizer_dir = folder / "tokenizer"
-        vocab_size = write_byte_level_clip_tokenizer(tokenizer_dir)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=vocab_size,
-                hidden_size=32,
-                intermediate_size=37,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=77,
-                projection_dim=32,
-                bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1,
-                pad_token_id=vocab_size - 1,
-            )
-        )
+        vae = _tiny_vae(scaling_factor=0.18215)
+        text_encoder = CLIPTextModel(_tiny_text_config(write_byte_level_clip_tokenizer(folder / "tokenizer")))
     finally:
         torch.random.set_rng_state(generator_state)
     return save_untrained_model(folder, unet, vae, text_encoder, prediction_type)
@@ -168,8 +179,8 @@ def make_tiny_sdxl_model(
 
     The shapes follow diffusers' own SDXL inpainting tests (get_dummy_components), with SD's 8x VAE.
     """
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     if unet_in_channels not in (4, 9):
         raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
@@ -177,20 +188,8 @@ def make_tiny_sdxl_model(
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
+        text_config = _tiny_text_config(write_byte_level_clip_tokenizer(folder / "tokenizer"))
         write_byte_level_clip_tokenizer(folder / "tokenizer_2")
-        text_config = CLIPTextConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=vocab_size - 1,
-        )
         text_encoder, text_encoder_2 = CLIPTextModel(text_config), CLIPTextModelWithProjection(text_config)
         unet = UNet2DConditionModel(
             sample_size=8,
@@ -207,21 +206,22 @@ def make_tiny_sdxl_model(
             projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids of 8 + the pooled text projection
             cross_attention_dim=64,  # the two encoders' hidden states side by side
         )
-        vae = AutoencoderKL(
-            sample_size=64,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(8, 16, 16, 16),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            scaling_factor=0.13025,
-            force_upcast=True,
-        )
+        vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)
     finally:
         torch.random.set_rng_state(generator_state)
+    save_untrained_sdxl_model(folder, unet, vae, text_encoder, text_encoder_2, prediction_type)
+    return folder
+
+
+@quiet_libraries()
+def save_untrained_sdxl_model(
+    folder: Path, unet, vae, text_encoder, text_encoder_2, prediction_type: str = "epsilon"
+) -> Path:
+    """Save random-weight SDXL components as a diffusers folder with SDXL 1.0's scheduler and pipeline options,
+    labelled untrained. Both tokenizers must already be in folder/tokenizer and folder/tokenizer_2."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
+    from transformers import CLIPTokenizer
+
     # SDXL 1.0's scheduler config (Euler, scaled-linear betas, leading spacing, offset 1).
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
