@@ -85,7 +85,7 @@ def test_no_mask_and_no_alpha(photo, tmp_path, tiny9, capsys):
         (["--strength", "-0.2"], "Strength must be in (0, 1]"),
         (["--strength", "0.1", "--steps", "5"], "leaves no denoising step"),
         (["--steps", "0"], "Steps must be at least 1, got 0"),
-        (["--num-images", "0"], "number of images must be at least 1"),
+        (["--num-images", "0"], "number of images must be from 1 to 10,000, got 0"),
         (["--guidance", "-1"], "Guidance must be between 0 and 100"),
         (["--mask-blur", "-3"], "Mask blur must be 0 or more"),
         (["--seed", "-1"], "Seed must be between 0 and"),

@@ -181,3 +181,65 @@ def test_the_right_order_gets_no_warning(caplog, mask):
     with caplog.at_level(logging.WARNING, logger="inpaintkit"):
         load_image_and_mask(Image.fromarray(PIXELS), mask)
     assert "swapped" not in caplog.text
+
+
+# -- found by review: each a sentence where there was a crash, a hang or a silent loss ----------------------------
+
+
+def test_a_jpeg_whose_exif_orientation_cannot_be_read_is_refused_like_png_and_webp(tmp_path):
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(PIXELS).save(path, format="JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05")
+    with pytest.raises(InputError, match="The image's EXIF metadata is malformed"):
+        open_image(path, "image")
+
+
+def test_a_mask_drawn_on_the_stored_pixels_of_a_turned_photo_is_explained(tmp_path):
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to show upright: the stored 64x48 shows as 48x64
+    Image.fromarray(PIXELS).save(path, format="JPEG", exif=exif.tobytes())
+    with pytest.raises(InputError, match="stored 64x48, turned upright by its EXIF orientation"):
+        load_image_and_mask(path, MASK)
+
+
+def test_a_huge_number_of_images_is_refused_before_any_work(tmp_path, inputs, tiny9, capsys):
+    image, mask = inputs
+    arguments = ["run", "--image", image, "--mask", mask, "--model", tiny9, "--output", tmp_path / "o.png"]
+    code, _, err = run_cli([*arguments, "--num-images", str(2**32)], capsys)  # built 4 billion output names
+    assert_one_line_error(code, err, "number of images must be from 1 to 10,000")
+    from inpaintkit import InpaintSettings
+
+    with pytest.raises(InputError, match="number of images"):
+        InpaintSettings(num_images=10**18).with_seed()  # was ValueError: Upper bound must be positive
+
+
+@pytest.mark.parametrize(
+    "sides, phrase",
+    [
+        ({"right": 1.5}, "whole numbers of pixels, got --right 1.5"),
+        ({"left": True}, "whole numbers of pixels, got --left True"),
+        ({"right": 10**5, "top": 10**5}, "more than the 89,478,485 an image may have"),
+        ({"right": 2**62}, "more than the 89,478,485"),
+    ],
+)
+def test_outpaint_sizes_are_checked_in_one_sentence(sides, phrase):
+    from inpaintkit.outpaint import expand_canvas
+
+    with pytest.raises(InputError, match=phrase):
+        expand_canvas(PIXELS, **sides)
+
+
+def test_pndm_with_few_steps_runs_on_a_model_whose_config_does_not_say_skip_prk(sdxl4):
+    calls = []
+    handle = sdxl4.components.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        sdxl4(PIXELS, MASK, "x", steps=3, scheduler="pndm", guidance=1.0, seed=1)  # was a broadcasting traceback
+    finally:
+        handle.remove()
+    assert len(calls) == 4  # PLMS: steps + 1 calls, not Runge-Kutta's doubled warm-up
+
+
+def test_an_sdxl_prompt_too_long_is_warned_once(sdxl4, caplog):
+    with caplog.at_level(logging.WARNING, logger="inpaintkit"):
+        sdxl4(PIXELS, MASK, "a " * 100, steps=1, guidance=1.0, seed=1)
+    assert caplog.text.count("The prompt is") == 1  # not once per text encoder

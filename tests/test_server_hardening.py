@@ -20,7 +20,7 @@ from inpaintkit.errors import Cancelled
 from inpaintkit.server import ServiceConfig, create_app
 from inpaintkit.server.app import model_pixels, stuck_margin
 from inpaintkit.server.forms import MAX_SETTINGS_BYTES
-from inpaintkit.server.worker import VAE_DECODE_CALLS, VAE_ENCODE_CALLS, job_cost
+from inpaintkit.server.worker import RECENT_SECONDS, VAE_DECODE_CALLS, VAE_ENCODE_CALLS, Speeds, job_cost
 from inpaintkit.settings import MAX_TEXT_LENGTH, InpaintSettings
 
 from .test_server import (
@@ -172,12 +172,11 @@ def test_a_job_that_cannot_fit_its_deadline_is_refused_and_a_cheap_one_accepted(
     with TestClient(app) as test_client:
         wait_until(lambda: test_client.get("/readyz").status_code == 200)
         worker = app.state.worker
-        # Injected speed: a one-step job on this 64x64 image is estimated at 10 s, so 20 steps at
-        # 10 s x (20 + decode + encode) / (1 + decode + encode) = 48 s, past the 30 s deadline.
-        one_step = job_cost(1, 1, SIZE * SIZE)
-        worker.seconds_per_unit = 10.0 / one_step
+        # Injected speed: a 10-step job on this 64x64 image took 24 s, so 20 steps take at the least
+        # 24 s x (20 + decode + encode) / (10 + decode + encode) = 41 s, past the 30 s deadline.
+        worker.speeds.record(job_cost(10, 1, SIZE * SIZE), 24.0)
         refused = inpaint(test_client, data={"steps": "20"})
-        assert_error(refused, 422, "would take about 48 s at this service's recent speed, more than its 30 s deadline")
+        assert_error(refused, 422, "would take about 41 s at this service's recent speed, more than its 30 s deadline")
         assert recording.runs == 0  # refused before queuing
         accepted = inpaint(test_client, data={"steps": "1"})
         assert accepted.status_code == 200 and recording.runs == 1
@@ -187,9 +186,31 @@ def test_a_job_that_cannot_fit_its_deadline_is_refused_and_a_cheap_one_accepted(
 def test_the_first_job_is_accepted_and_teaches_the_speed(inpainter9):
     with TestClient(create_app(inpainter9, ServiceConfig(timeout=30))) as test_client:
         worker = test_client.app.state.worker
-        assert worker.seconds_per_unit is None  # nothing to judge by yet: accept
+        cost = job_cost(2, 1, SIZE * SIZE)
+        assert worker.estimated_seconds(cost) is None  # nothing to judge by yet: accept
         assert inpaint(test_client, data={"steps": "2"}).status_code == 200
-        assert worker.seconds_per_unit is not None and worker.seconds_per_unit > 0
+        assert worker.estimated_seconds(cost) > 0
+
+
+def test_a_slow_small_job_does_not_lock_bigger_jobs_out():
+    """A small job's time is mostly fixed work its cost does not count (the reviewer's case: a 72x72 one-step job
+    took 6.5 s on a new size, then every 256x256 job was refused as '38 s' though it ran in 6 s)."""
+    speeds = Speeds()
+    speeds.record(job_cost(1, 1, 72 * 72), 6.5)
+    assert speeds.estimate(job_cost(5, 1, 256 * 256)) is None  # not comparable: accepted, and it teaches
+    speeds.record(job_cost(5, 1, 256 * 256), 6.4)
+    assert speeds.estimate(job_cost(5, 1, 256 * 256)) == pytest.approx(6.4)
+    speeds.record(job_cost(5, 1, 256 * 256), 30.0)  # one slow run (another process took the CPU)
+    assert speeds.estimate(job_cost(5, 1, 256 * 256)) == pytest.approx(6.4)  # the best recent speed counts
+
+
+def test_old_speeds_age_out():
+    now = [0.0]
+    speeds = Speeds(clock=lambda: now[0])
+    speeds.record(10.0, 100.0)
+    assert speeds.estimate(10.0) == pytest.approx(100.0)
+    now[0] = RECENT_SECONDS + 1
+    assert speeds.estimate(10.0) is None  # a refused job never runs: without this it could be refused forever
 
 
 def test_job_cost_counts_the_pixels_that_reach_the_model():
@@ -382,3 +403,28 @@ def test_an_unexpected_error_is_a_json_500_logged_with_its_traceback(inpainter9,
     assert logged.exc_info is not None and "a bug in the checks" in str(logged.exc_info[1])  # the traceback is logged
     line = next(each for each in access_log if each["id"] == response.headers["x-request-id"])
     assert line["status"] == 500 and "RuntimeError" in line["error"]
+
+
+def test_shutting_down_answers_the_queued_jobs_at_once(inpainter9):
+    """The reviewer's case: after SIGTERM the queued jobs waited for the running job (minutes at the default
+    timeout) just to be told 503. GracefulServer.handle_exit calls close() then reject_waiting()."""
+    gated = GatedInpainter(inpainter9)
+    app = create_app(lambda: gated, ServiceConfig(max_queue=2))
+    with TestClient(app) as test_client:
+        wait_until(lambda: test_client.get("/readyz").status_code == 200)
+        worker, answers = app.state.worker, []
+        running = threading.Thread(target=lambda: inpaint(test_client), daemon=True)
+        queued = threading.Thread(target=lambda: answers.append(inpaint(test_client)), daemon=True)
+        try:
+            running.start()
+            wait_until(gated.entered.is_set)
+            queued.start()
+            wait_until(lambda: worker.queued == 1)
+            worker.close()
+            worker.reject_waiting()
+            queued.join(10)
+            assert not gated.gate.is_set()  # the running job still holds the worker
+            assert_error(answers[0], 503, "shutting down")
+        finally:
+            gated.gate.set()
+            running.join(20)

@@ -486,6 +486,50 @@ def test_files_outside_gradios_cache_are_not_served(app, path):
     assert response.status_code == 403
 
 
+SLOW_LOADING_UI = """
+import sys, time
+import inpaintkit.model_arguments as model_arguments
+from inpaintkit.cli import main
+
+def slow_load(arguments):  # a real checkpoint takes tens of seconds to load: hold start-up here
+    time.sleep(60)
+    raise AssertionError("SIGTERM did not end the start-up")
+
+model_arguments.inpainter_from_arguments = slow_load
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_during_start_up_still_deletes_the_private_cache(tmp_path):
+    """The reviewer's case: SIGTERM while the model loads (docker stop, systemd) killed the process with Python's
+    default action, before any cleanup, and left the private cache folder behind."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    environment = {name: value for name, value in os.environ.items() if name != "GRADIO_TEMP_DIR"}
+    environment.update(TMPDIR=str(temp), HF_HUB_OFFLINE="1")
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_LOADING_UI, "ui", "--model", "unused", "--port", str(free_port())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(temp.glob("inpaintkit-ui-*")):
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr
+    assert not list(temp.glob("inpaintkit-ui-*"))
+    assert "Traceback" not in stderr
+
+
 def test_ui_command_serves_from_a_private_cache_and_deletes_it_on_sigterm(tiny9, tmp_path):
     """A real `inpaintkit ui`: its cache is its own (0700, not Gradio's machine-wide folder), another app's file is
     neither served nor taken as input, and SIGTERM stops it cleanly and deletes its uploads and results."""

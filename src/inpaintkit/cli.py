@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=1000,
         metavar="N",
-        help="files one browser session may upload in any 2 hours (default 1000)",
+        help="uploads (requests to the upload route) one browser session may make in any 2 hours (default 1000)",
     )
     ui.add_argument(
         "--max-session-mb",

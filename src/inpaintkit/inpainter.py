@@ -15,7 +15,7 @@ from .acceleration import Acceleration, accelerate
 from .color import RING_PIXELS, match_color
 from .crop import Window, crop_map, crop_mask, paste_window, resize_to_work, window_around
 from .engine import StepCallback, build_scheduler, denoise
-from .errors import InputError
+from .errors import InputError, first_line
 from .fill import fill_masked, fill_window
 from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
@@ -163,7 +163,13 @@ class Inpainter:
             )
         method = resolve_method(settings.method, self.capabilities, settings)
         scheduler = build_scheduler(method, settings, self.components.scheduler_config)
-        scheduler.set_timesteps(settings.steps)
+        try:
+            scheduler.set_timesteps(settings.steps)
+        except Exception as error:  # a scheduler that cannot make this many steps from this model's config
+            raise InputError(
+                f"{type(scheduler).__name__} cannot make {settings.steps} steps from this model's scheduler config "
+                f"({first_line(error)}); use more steps or another --scheduler."
+            ) from None
         if float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000 steps
             raise InputError(
                 f"{settings.steps} steps with {type(scheduler).__name__} would start past the model's last "

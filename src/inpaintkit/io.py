@@ -40,6 +40,7 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
     with warnings.catch_warnings():
         # Pillow warns between 1x and 2x its limit and raises above; we refuse both.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Corrupt EXIF")  # a JPEG reads its EXIF on open; _upright judges it
         try:
             with Image.open(path) as image:
                 image.load()
@@ -62,17 +63,43 @@ def open_image(source: ImageLike, what: str = "image") -> Image.Image:
 def _upright(image: Image.Image, what: str) -> Image.Image:
     """Apply the EXIF orientation tag, so the pixels are what a photo viewer shows.
 
-    A malformed EXIF block (a PNG eXIf or WebP EXIF chunk that is not TIFF data) is refused: without its
-    orientation the pixels may be turned against the mask the user drew on the upright picture.
+    A malformed EXIF block (PNG eXIf, WebP or JPEG EXIF that is not readable TIFF data) whose orientation cannot be
+    read is refused, in every format alike: the pixels might be turned against the mask the user drew on the
+    upright picture. A block damaged elsewhere (a camera's maker notes) whose orientation reads is used.
+    An image turned by its orientation remembers its stored size (STORED_SIZE), for the mask-size message.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" warnings: the error below says it once
         try:
-            return ImageOps.exif_transpose(image) or image
+            orientation = image.getexif().get(EXIF_ORIENTATION)
+            if orientation is None and _exif_is_corrupt(image):
+                raise ValueError("its orientation cannot be read")
+            upright = ImageOps.exif_transpose(image) or image
         except Exception as error:  # Pillow raises SyntaxError, struct.error, KeyError... for bad EXIF
             raise InputError(
                 f"The {what}'s EXIF metadata is malformed ({first_line(error)}); re-save the {what} without it."
             ) from None
+    if upright.size != image.size:
+        upright.info[STORED_SIZE] = image.size
+    return upright
+
+
+EXIF_ORIENTATION = 0x0112
+STORED_SIZE = "inpaintkit_stored_size"  # (width, height) before the EXIF orientation turned the picture
+
+
+def _exif_is_corrupt(image: Image.Image) -> bool:
+    """Whether the image's raw EXIF block fails to parse, or parses only with Pillow's "Corrupt EXIF" warning."""
+    raw = image.info.get("exif")
+    if not raw:
+        return False
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            Image.Exif().load(raw)
+        except Exception:
+            return True
+    return any("Corrupt EXIF" in str(warning.message) for warning in seen)
 
 
 def _from_array(array: np.ndarray, what: str) -> Image.Image:
@@ -166,8 +193,16 @@ def load_image_and_mask(image: ImageLike, mask: ImageLike | None) -> tuple[np.nd
     if mask_values.shape != pixels.shape[:2]:
         mask_h, mask_w = mask_values.shape
         image_h, image_w = pixels.shape[:2]
+        stored = None if picture is None else picture.info.get(STORED_SIZE)
+        turned = (
+            f" (stored {stored[0]}x{stored[1]}, turned upright by its EXIF orientation: draw the mask on the upright "
+            "picture, or remove the orientation tag)"
+            if stored == (mask_w, mask_h)
+            else ""
+        )
         raise InputError(
-            f"The mask is {mask_w}x{mask_h} pixels but the image is {image_w}x{image_h}; they must be the same size."
+            f"The mask is {mask_w}x{mask_h} pixels but the image is {image_w}x{image_h}{turned}; they must be the "
+            "same size."
         )
     return pixels, mask_values
 

@@ -52,6 +52,10 @@ DEFAULT_SEED = 0
 # bounded by it and splits a larger --num-images into several calls.
 MAX_BATCH_IMAGES = 64
 
+# The most images one job may ask for (a CLI run writes them in --batch-size batches): a job's work and its list of
+# output names must be bounded before it starts (a --num-images of 2^32 built 4 billion paths; issue 13).
+MAX_JOB_IMAGES = 10_000
+
 # The longest prompt or negative prompt, in characters. CLIP reads 77 tokens (a few hundred characters) and T5
 # 512; far longer text only costs tokenizing time (a 10 MB prompt held a service's worker for 101 s; issue 13).
 MAX_TEXT_LENGTH = 10_000

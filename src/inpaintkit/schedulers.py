@@ -13,7 +13,9 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler-a": ("EulerAncestralDiscreteScheduler", {}),
     "dpm++2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "unipc": ("UniPCMultistepScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
+    # PLMS only, as Stable Diffusion's own configs set it: without it a config that does not say (SDXL's Euler one)
+    # gets PNDM's Runge-Kutta warm-up, which cannot run fewer than 4 steps and doubles the denoiser calls.
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
     "lms": ("LMSDiscreteScheduler", {}),
 }
 SCHEDULER_NAMES = ("default", *SCHEDULERS)

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import InputError
 from .fill import FILLS
-from .names import MAX_TEXT_LENGTH
+from .names import MAX_JOB_IMAGES, MAX_TEXT_LENGTH
 from .schedulers import check_scheduler_name
 
 MAX_SEED = 2**32 - 1
@@ -73,8 +73,8 @@ class InpaintSettings:
             )
         if not 0 <= self.guidance <= MAX_GUIDANCE:
             raise InputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
-        if self.num_images < 1:
-            raise InputError(f"The number of images must be at least 1, got {self.num_images}.")
+        if not 1 <= self.num_images <= MAX_JOB_IMAGES:
+            raise InputError(f"The number of images must be from 1 to {MAX_JOB_IMAGES:,}, got {self.num_images}.")
         if self.mask_blur < 0:
             raise InputError(f"Mask blur must be 0 or more pixels, got {self.mask_blur}.")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:

@@ -44,7 +44,7 @@ class StableDiffusion(Family):
 
 
 def warn_if_truncated(tokenizer, text: str, what: str) -> None:
-    token_count = len(tokenizer(text, truncation=False).input_ids)
+    token_count = len(tokenizer(text, truncation=False, verbose=False).input_ids)  # verbose: transformers' own warning
     if token_count > tokenizer.model_max_length:
         log.warning(
             "The %s is %d tokens long; CLIP reads only the first %d.", what, token_count, tokenizer.model_max_length

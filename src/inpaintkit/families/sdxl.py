@@ -53,7 +53,8 @@ class StableDiffusionXL(Family):
             (components.tokenizer, components.text_encoder),
             (components.tokenizer_2, components.text_encoder_2),
         ):
-            warn_if_truncated(tokenizer, text, "negative prompt" if unconditional else "prompt")
+            if tokenizer is components.tokenizer:  # both read 77 tokens: one warning is enough
+                warn_if_truncated(tokenizer, text, "negative prompt" if unconditional else "prompt")
             tokens = tokenizer(
                 [text],
                 padding="max_length",

@@ -88,6 +88,7 @@ def optimize_decoder(state, latents: torch.Tensor, generated: torch.Tensor) -> t
     with torch.inference_mode(False), torch.enable_grad():
         post_quant_conv = copy.deepcopy(vae.post_quant_conv).float().requires_grad_(True)
         decoder = copy.deepcopy(vae.decoder).float().requires_grad_(True)
+        decoder._forward_pre_hooks.clear()  # not the loaded decoder's hooks (should_stop's, named "while decoding")
         z = components.family.unscale_latents(components, latents).float().clone()
         target_inside = generated.float().clone()
         source = state.image.to(z.device).float().clone()

@@ -71,6 +71,7 @@ def decode_image(data: bytes, what: str, max_pixels: int) -> Image.Image:
         raise ServiceError(415, f"The {what} is not a {ALLOWED_FORMATS} file (judged by its first bytes).")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.filterwarnings("ignore", message="Corrupt EXIF")  # judged by io.open_image, in one sentence
         try:
             image = Image.open(io.BytesIO(data), formats=[image_format])  # lazy: reads the header only
             width, height = image.size

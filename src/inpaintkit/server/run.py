@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -38,6 +39,10 @@ class GracefulServer(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame) -> None:
         self.worker.close()  # signal-safe: one attribute write
+        try:  # the queued jobs are answered 503 at once, by the event loop, not inside the handler
+            asyncio.get_running_loop().call_soon_threadsafe(self.worker.reject_waiting)
+        except RuntimeError:  # no loop runs yet (still starting): nothing can be queued
+            pass
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager

@@ -29,9 +29,12 @@ STOP = None  # put on the queue to end the worker thread
 # how much of a short job's time is the VAE's, and they keep a one-step job from looking free.
 VAE_DECODE_CALLS = 2.0  # per image
 VAE_ENCODE_CALLS = 2.0  # per job
-# The newest job's share of the seconds-per-unit average: a few jobs to follow a change of speed (another model size,
-# a warm cache), while one outlier moves it by a fifth only.
-RATE_WEIGHT = 0.2
+# A finished job's speed speaks for jobs up to this many times its cost. A small job's time is mostly fixed work
+# (the text encoders, a new size's first run, PNG encoding) that its cost does not count, so its seconds per unit,
+# scaled to a big job, would refuse jobs that fit easily (one slow 72x72 job locked 256x256 jobs out).
+COMPARABLE_COST = 4.0
+RECENT_JOBS = 32  # the finished jobs an estimate looks at
+RECENT_SECONDS = 600.0  # and only those this recent: a refused job never runs, so old slow ones must age out
 
 
 def job_cost(denoiser_calls: int, num_images: int, model_pixels: int) -> float:
@@ -116,6 +119,27 @@ def deadline_error(timeout: float) -> ServiceError:
     )
 
 
+class Speeds:
+    """How fast recent jobs ran, in seconds per cost unit (job_cost), to refuse up front a job that cannot fit its
+    deadline. An estimate uses the fastest recent job of comparable cost (at least 1/COMPARABLE_COST of it): the
+    refusal is for jobs that would not fit even at the best speed seen, and a job larger than any seen is accepted
+    (it teaches the speed of its size)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._jobs: deque = deque(maxlen=RECENT_JOBS)  # (finished at, cost, seconds)
+
+    def record(self, cost: float, seconds: float) -> None:
+        if cost > 0 and seconds > 0:
+            self._jobs.append((self.clock(), cost, seconds))
+
+    def estimate(self, cost: float) -> Optional[float]:
+        """Seconds for a job of this cost; None when no recent job is comparable."""
+        oldest = self.clock() - RECENT_SECONDS
+        rates = [seconds / done for at, done, seconds in self._jobs if at >= oldest and done * COMPARABLE_COST >= cost]
+        return cost * min(rates) if rates else None
+
+
 class WaitingJobs:
     """The jobs waiting for the worker, oldest first. A job cancelled while it waits leaves at once, so its place is
     free for the next client instead of counting until the worker reaches it (issue 13)."""
@@ -146,6 +170,13 @@ class WaitingJobs:
                 return False
             return True
 
+    def take_all(self) -> list[Job]:
+        """Every waiting job, out of the line (STOP stays)."""
+        with self._changed:
+            jobs = [item for item in self._items if item is not STOP]
+            self._items = deque(item for item in self._items if item is STOP)
+            return jobs
+
     def take(self) -> Optional[Job]:
         """The oldest job (or STOP), waiting for one if none is there."""
         with self._changed:
@@ -168,8 +199,7 @@ class InferenceWorker:
         self._thread: Optional[threading.Thread] = None
         self._average_run_s = 1.0
         self.running: Optional[Job] = None  # the job the model works on now, for /readyz
-        # Seconds per cost unit (job_cost), an exponential average over finished jobs; None until one finishes.
-        self.seconds_per_unit: Optional[float] = None
+        self.speeds = Speeds()  # how fast recent jobs ran, for the deadline estimate
         # What /readyz measures a running job's age and lateness with (time.monotonic, as the jobs' deadlines); a
         # test replaces it to look at a job an hour late without waiting an hour.
         self.clock: Callable[[], float] = time.monotonic
@@ -193,8 +223,8 @@ class InferenceWorker:
         return len(self._jobs)
 
     def estimated_seconds(self, cost: float) -> Optional[float]:
-        """How long a job of this cost would run at the recent speed; None before any job has finished."""
-        return None if self.seconds_per_unit is None else cost * self.seconds_per_unit
+        """How long a job of this cost would run at the best recent speed; None when no comparable job finished."""
+        return self.speeds.estimate(cost)
 
     def start(self) -> None:
         """Start the thread (again, after stop()); a no-op while it runs."""
@@ -208,9 +238,15 @@ class InferenceWorker:
     def close(self) -> None:
         """Stop taking jobs; queued ones are answered 503 as the worker reaches them, the running one finishes.
 
-        Safe in a signal handler: one attribute write, no lock.
+        Safe in a signal handler: one attribute write, no lock. reject_waiting() then answers the queued jobs at
+        once, outside the handler.
         """
         self.closing = True
+
+    def reject_waiting(self) -> None:
+        """Answer every queued job 503 now, instead of after the running job (which may take minutes)."""
+        for job in self._jobs.take_all():
+            job.settle(error=shutting_down())
 
     def stop(self, timeout: Optional[float] = None) -> None:
         """close(), then wait for the running job to finish and the thread to end.
@@ -218,6 +254,7 @@ class InferenceWorker:
         While the model is still loading there is no job to finish: the (daemon) thread is left to the process's exit.
         """
         self.close()
+        self.reject_waiting()
         thread = self._thread
         if thread is not None and thread.is_alive():
             self._jobs.put(STOP)
@@ -308,12 +345,8 @@ class InferenceWorker:
         """Fold a finished job's run time into the averages behind Retry-After and the deadline estimate."""
         run_s = time.monotonic() - job.started_at
         self._average_run_s = 0.8 * self._average_run_s + 0.2 * run_s
-        if not job.cost or job.steps_done == 0:  # e.g. an empty mask: no model work, no news about its speed
-            return
-        rate = run_s / job.cost
-        self.seconds_per_unit = (
-            rate if self.seconds_per_unit is None else (1 - RATE_WEIGHT) * self.seconds_per_unit + RATE_WEIGHT * rate
-        )
+        if job.cost and job.steps_done > 0:  # e.g. an empty mask: no model work, no news about its speed
+            self.speeds.record(job.cost, run_s)
 
 
 def shutting_down() -> ServiceError:

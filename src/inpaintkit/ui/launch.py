@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Iterator
@@ -100,6 +101,7 @@ def launch(arguments: argparse.Namespace) -> int:
     from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 
     check_can_listen(arguments.host, arguments.port)
+    exit_on_sigterm()  # during start-up (the model load takes long), so the private cache below is still removed
     with private_cache() as cache:
         from .app import build_app  # gradio is imported here, after GRADIO_TEMP_DIR is set
 
@@ -121,6 +123,13 @@ def launch(arguments: argparse.Namespace) -> int:
         log.info("web UI at %s (Ctrl-C to stop); uploads and results are kept in %s until it stops", url, cache)
         serve_until_stopped(demo)
     return 0
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM ends the process through SystemExit(0), so `finally` blocks run (Python's default kills it outright);
+    serve_until_stopped installs its own handler once the app serves."""
+    if threading.current_thread() is threading.main_thread():  # only it may set signal handlers
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def serve_until_stopped(demo: gr.Blocks) -> None:
