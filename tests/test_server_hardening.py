@@ -428,3 +428,11 @@ def test_shutting_down_answers_the_queued_jobs_at_once(inpainter9):
         finally:
             gated.gate.set()
             running.join(20)
+
+
+@pytest.mark.parametrize("field, value", [("steps", "1_0"), ("steps", "٣"), ("guidance", "1_0.5"), ("steps", "2.0")])
+def test_form_numbers_are_plain_ascii_decimals(field, value, inpainter9):
+    """Python's int() and float() accept digit separators and other scripts' digits; a form field is a number as
+    the README describes it (the reviewer ran 10 steps from '1_0' and 3 from an Arabic-Indic digit)."""
+    with TestClient(create_app(inpainter9, LIMITS)) as test_client:
+        assert_error(inpaint(test_client, data={field: value}), 422, f"Setting {field} must be")

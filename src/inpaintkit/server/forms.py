@@ -7,6 +7,7 @@ from the CLI and the Python API.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields
 from typing import Any
 
@@ -43,7 +44,24 @@ def parse_boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-PARSERS = {"text": str, "number": float, "whole": int, "boolean": parse_boolean}
+# Python's int() and float() also take "1_0" and non-ASCII digits ("٣"); a form field is a plain decimal number.
+WHOLE = re.compile(r"[+-]?[0-9]+")
+NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(nan|inf|infinity)", re.IGNORECASE)
+
+
+def parse_whole(text: str) -> int:
+    if not WHOLE.fullmatch(text):
+        raise ValueError(text)
+    return int(text)
+
+
+def parse_number(text: str) -> float:
+    if not NUMBER.fullmatch(text):  # nan and inf pass, to be refused by the settings' own check with its sentence
+        raise ValueError(text)
+    return float(text)
+
+
+PARSERS = {"text": str, "number": parse_number, "whole": parse_whole, "boolean": parse_boolean}
 
 
 def settings_from_form(form: FormData) -> InpaintSettings:

@@ -129,3 +129,8 @@ def configure_logging() -> None:
         logger.handlers[:] = [handler] if name == "inpaintkit.server" else []
         logger.setLevel(logging.INFO)
     logging.getLogger("inpaintkit.server").propagate = False
+    # python-multipart logs a malformed body's details itself; the request's own line already says 400 and why.
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).handlers[:] = [handler]
+        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).propagate = False

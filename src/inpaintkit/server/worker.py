@@ -114,9 +114,7 @@ class Job:
 
 
 def deadline_error(timeout: float) -> ServiceError:
-    return ServiceError(
-        504, f"The job did not finish within this service's {timeout:g} s deadline and was cancelled between steps."
-    )
+    return ServiceError(504, f"The job did not finish within this service's {timeout:g} s deadline and was cancelled.")
 
 
 class Speeds:
