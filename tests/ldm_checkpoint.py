@@ -38,10 +38,15 @@ def write_ldm_checkpoint(diffusers_folder: Path, out_path: Path) -> Path:
     unet_config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
     vae_config = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
     state_dict = {
-        **convert_unet(_load_weights(folder / "unet"), unet_config),
-        **convert_vae(_load_weights(folder / "vae"), vae_config),
-        **convert_clip(_load_weights(folder / "text_encoder")),
+        **convert_unet(load_weights(folder / "unet"), unet_config),
+        **convert_vae(load_weights(folder / "vae"), vae_config),
+        **convert_clip(load_weights(folder / "text_encoder")),
     }
+    return save_checkpoint(state_dict, out_path)
+
+
+def save_checkpoint(state_dict: dict[str, torch.Tensor], out_path: Path) -> Path:
+    """Save an LDM-layout state dict as `.safetensors`, or as a `.ckpt` holding {"state_dict": ...}."""
     state_dict = {key: tensor.contiguous() for key, tensor in state_dict.items()}
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.suffix == ".safetensors":
@@ -53,7 +58,7 @@ def write_ldm_checkpoint(diffusers_folder: Path, out_path: Path) -> Path:
     return out_path
 
 
-def _load_weights(component: Path) -> dict[str, torch.Tensor]:
+def load_weights(component: Path) -> dict[str, torch.Tensor]:
     """Load a component's (unsharded) weights: safetensors if present, else a pickled .bin."""
     for name in ("diffusion_pytorch_model.safetensors", "model.safetensors"):
         if (component / name).is_file():
@@ -103,6 +108,9 @@ def unet_prefixes(config: dict) -> dict[str, str]:
         "mid_block.attentions.0.": "middle_block.1.",
         "mid_block.resnets.1.": "middle_block.2.",
     }
+    if config.get("addition_embed_type") == "text_time":  # SDXL's text-and-time embedding: LDM's `label_emb`
+        prefixes["add_embedding.linear_1."] = "label_emb.0.0."
+        prefixes["add_embedding.linear_2."] = "label_emb.0.2."
     for i in range(num_blocks):
         for j in range(layers):
             index = 1 + i * (layers + 1) + j
@@ -171,6 +179,7 @@ def convert_vae(weights: dict[str, torch.Tensor], config: dict) -> dict[str, tor
 # ---- CLIP text encoder -----------------------------------------------------------------------
 
 
-def convert_clip(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF CLIPTextModel keys, with or without transformers' older `text_model.` level, under SD 1.x's prefix."""
-    return {CLIP_PREFIX + key.removeprefix("text_model."): tensor for key, tensor in weights.items()}
+def convert_clip(weights: dict[str, torch.Tensor], prefix: str = CLIP_PREFIX) -> dict[str, torch.Tensor]:
+    """HF CLIPTextModel keys, with or without transformers' older `text_model.` level, under SD 1.x's prefix
+    (or `prefix`, which ends in `text_model.`)."""
+    return {prefix + key.removeprefix("text_model."): tensor for key, tensor in weights.items()}

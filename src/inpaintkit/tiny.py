@@ -79,13 +79,13 @@ def _tiny_vae(scaling_factor: float, force_upcast: bool = False):
     )
 
 
-def _tiny_text_config(vocab_size: int):
-    """A 2-layer CLIP text tower of width 32 for a byte-level tokenizer of `vocab_size` tokens."""
+def _tiny_text_config(vocab_size: int, hidden_size: int = 32):
+    """A 2-layer CLIP text tower for a byte-level tokenizer of `vocab_size` tokens, projecting to 32."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
+        hidden_size=hidden_size,
         intermediate_size=37,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -188,9 +188,12 @@ def make_tiny_sdxl_model(
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        text_config = _tiny_text_config(write_byte_level_clip_tokenizer(folder / "tokenizer"))
+        # The two encoders have different widths, as in SDXL (768 and 1280): a single-file loader tells them apart
+        # by width, and code that mixed them up would fail here.
+        vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
         write_byte_level_clip_tokenizer(folder / "tokenizer_2")
-        text_encoder, text_encoder_2 = CLIPTextModel(text_config), CLIPTextModelWithProjection(text_config)
+        text_encoder = CLIPTextModel(_tiny_text_config(vocab_size, hidden_size=32))
+        text_encoder_2 = CLIPTextModelWithProjection(_tiny_text_config(vocab_size, hidden_size=48))
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=unet_in_channels,
@@ -204,7 +207,7 @@ def make_tiny_sdxl_model(
             addition_embed_type="text_time",
             addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids of 8 + the pooled text projection
-            cross_attention_dim=64,  # the two encoders' hidden states side by side
+            cross_attention_dim=32 + 48,  # the two encoders' hidden states side by side
         )
         vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)
     finally:
