@@ -9,6 +9,15 @@ class Cancelled(RuntimeError):
     """The job was stopped between two denoising steps (the progress callback returned False)."""
 
 
+QUOTED_CHARACTERS = 40  # how much of a bad value a message quotes: enough to recognise it, never an echo
+
+
+def shown(value: object) -> str:
+    """The value's repr for a message, cut short: a message quotes a value, it does not echo 10,000 characters."""
+    text = repr(value)
+    return text if len(text) <= QUOTED_CHARACTERS else text[: QUOTED_CHARACTERS - 3] + "..."
+
+
 def first_line(error: BaseException) -> str:
     """An exception's message cut to its first line, without a trailing full stop, for one-sentence errors."""
     text = str(error).strip() or type(error).__name__

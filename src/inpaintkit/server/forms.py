@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
-from ..errors import InputError
+from ..errors import InputError, shown
 from ..fill import FILLS
 from ..method_options import OPTIONS
 from ..methods import METHOD_NAMES
@@ -27,7 +27,6 @@ SETTINGS_FIELD = "settings"  # one JSON object holding any of the settings, inst
 # 4 bytes each in UTF-8 or 6 as JSON escapes) would need more, but JSON escapes and far-off characters are rare in
 # prompts, and 64 KiB bounds what json.loads and the tokenizer get: a 10 MB prompt took 101 s (issue 13).
 MAX_SETTINGS_BYTES = 64 * 1024
-SHOWN_CHARACTERS = 40  # how much of a bad value an error message quotes
 CHOICES = {
     "method": METHOD_NAMES,
     "scheduler": SCHEDULER_NAMES,
@@ -96,11 +95,6 @@ def field_value(name: str, value: str | UploadFile) -> Any:
         return PARSERS[kind](value.strip())
     except ValueError:
         raise ServiceError(422, f"Setting {name} must be {KIND_NAMES[kind]}, got {shown(value)}.") from None
-
-
-def shown(value: str) -> str:
-    """The value's repr for a message, cut short: a message quotes, it does not echo 10,000 characters."""
-    return repr(value) if len(value) <= SHOWN_CHARACTERS else f"{value[:SHOWN_CHARACTERS]!r}..."
 
 
 def json_settings(form: FormData) -> dict[str, Any]:

@@ -19,10 +19,11 @@ import gradio as gr
 from gradio.exceptions import ComponentProcessingError, InvalidPathError
 from gradio_client.utils import is_valid_file
 
+from ..errors import first_line, shown
+
 log = logging.getLogger("inpaintkit")
 
 NOT_UPLOADED = "A file in the request was not uploaded to this app; upload it first (gradio_client: handle_file(path))."
-SHOWN_VALUE = 40  # characters of a wrong value quoted back, enough to recognise it
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")  # a message names the file, not the folder
 
 
@@ -65,18 +66,9 @@ class CheckedBlocks(gr.Blocks):
 
 def user_error(message: str) -> gr.Error:
     """One line, paths reduced to file names, escaped (the browser shows it as HTML), no traceback on the server."""
-    text = ABSOLUTE_PATH.sub(r"\1", first_line(message))
+    lines = str(message).strip().splitlines() or [type(message).__name__]
+    text = ABSOLUTE_PATH.sub(r"\1", lines[0].strip())  # its own full stop, or a quoted value's "...", is kept
     return gr.Error(html.escape(text if text.endswith(".") else text + ".", quote=False), print_exception=False)
-
-
-def first_line(message: Any) -> str:
-    lines = str(message).strip().splitlines()
-    return lines[0].strip() if lines else type(message).__name__
-
-
-def shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= SHOWN_VALUE else text[: SHOWN_VALUE - 3] + "..."
 
 
 def input_problem(block, value: Any, name: str) -> Optional[str]:
