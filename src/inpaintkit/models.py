@@ -203,18 +203,20 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
         raise InputError(
             f"Model file {path} is not a .safetensors or .ckpt checkpoint; pass one of those or a diffusers folder."
         )
-    family = family_of_checkpoint(_checkpoint_keys(path), str(path))
+    shapes = _checkpoint_shapes(path)
+    family = family_of_checkpoint(shapes, str(path))
     kwargs = dict(dtype=dtype, **extras)
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
-        if _check_diffusers_folder(config_folder) is not family:
+        config_family = _check_diffusers_folder(config_folder)
+        if config_family is not family:
             raise InputError(
-                f"--config {config} is a {_check_diffusers_folder(config_folder).name} model but {path} is a "
-                f"{family.name} checkpoint; give a config folder of the same family."
+                f"--config {config} is a {config_family.name} model but {path} is a {family.name} checkpoint; give "
+                "a config folder of the same family."
             )
         kwargs.update(config=str(config_folder), local_files_only=True)
         # diffusers builds the UNet from the config folder; the checkpoint says whether it is a 9-channel one.
-        in_channels = _checkpoint_unet_in_channels(path)
+        in_channels = shapes[UNET_INPUT_KEY][1] if UNET_INPUT_KEY in shapes else None
         folder_in_channels = json.loads((config_folder / "unet" / "config.json").read_text(encoding="utf-8"))[
             "in_channels"
         ]
@@ -248,35 +250,27 @@ def _check_tokenizer_files(folder: Path) -> None:
         raise InputError(f"Folder {folder} has no CLIP tokenizer files (tokenizer/vocab.json and merges.txt).")
 
 
-def _checkpoint_keys(path: Path) -> list[str]:
-    """The tensor names of a checkpoint file (no tensor is read from a .safetensors file)."""
+UNET_INPUT_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # its shape[1]: the UNet's input channels
+
+
+def _checkpoint_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's name and shape in a checkpoint file, read once: the family is told from the names, the UNet's
+    input channels from a shape (a .safetensors file's header only; a .ckpt memory-mapped)."""
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as handle:
-                return list(handle.keys())
+                return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
-        return [key for key in state_dict if isinstance(key, str)]
+        return {
+            key: tuple(value.shape)
+            for key, value in state_dict.items()
+            if isinstance(key, str) and hasattr(value, "shape")
+        }
     except Exception as error:  # not a checkpoint at all
         raise InputError(f"Could not load model '{path}': {first_line(error)}.") from None
-
-
-def _checkpoint_unet_in_channels(path: Path) -> int | None:
-    """The UNet's input channels, read from the first convolution's weight shape in an LDM checkpoint."""
-    key = "model.diffusion_model.input_blocks.0.0.weight"
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as handle:
-                return handle.get_slice(key).get_shape()[1] if key in handle.keys() else None
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        state_dict = checkpoint.get("state_dict", checkpoint)
-        return state_dict[key].shape[1] if key in state_dict else None
-    except Exception:  # unreadable: diffusers' own loader will name the problem
-        return None
 
 
 def _check_diffusers_folder(path: Path) -> Family:
