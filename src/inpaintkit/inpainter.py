@@ -129,7 +129,8 @@ class Inpainter:
         """Like calling the inpainter, with the settings already built."""
         settings = settings.with_seed()
         method = self.check(settings)
-        for name, how in method.adapted_defaults(settings, self.components.scheduler_config["_class_name"]).items():
+        adapted = method.adapted_defaults(settings, self.components.scheduler_config["_class_name"])
+        for name, how in adapted.items():
             log.info("%s: %s %s.", method.name, name, how)
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
@@ -144,8 +145,9 @@ class Inpainter:
                 " after --mask-grow" if mask_values.max() >= 0.5 else "",
             )
             images = [pixels] * settings.num_images
+        parameters = self._job_parameters(settings, method, tiled, adapted)
         return [
-            self._with_parameters(Image.fromarray(each), settings, method, seed, tiled)
+            with_parameters(Image.fromarray(each), {**parameters, "seed": seed})
             for each, seed in zip(images, settings.seeds())
         ]
 
@@ -250,13 +252,13 @@ class Inpainter:
         result[box] = finished
         return result
 
-    def _with_parameters(
-        self, image: Image.Image, settings: InpaintSettings, method: Method, seed: int, tiled: bool
-    ) -> Image.Image:
+    def _job_parameters(
+        self, settings: InpaintSettings, method: Method, tiled: bool, adapted: dict[str, str]
+    ) -> dict[str, Any]:
+        """What every image of the job records (each adds its own seed)."""
         acceleration = self.components.acceleration
         parameters = {
             **settings.as_dict(),
-            "seed": seed,
             "method": method.name,
             "model": self.components.name,
             "inpaintkit": __version__,
@@ -269,10 +271,13 @@ class Inpainter:
             "fuse_qkv": acceleration.fuse_qkv,
         }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
-        adapted = method.adapted_defaults(settings, self.components.scheduler_config["_class_name"])
         if adapted:
             parameters["adapted_defaults"] = adapted
         if self.capabilities.untrained:
             parameters["model_untrained"] = True
-        image.info["inpaintkit"] = parameters
-        return image
+        return parameters
+
+
+def with_parameters(image: Image.Image, parameters: dict[str, Any]) -> Image.Image:
+    image.info["inpaintkit"] = parameters
+    return image
