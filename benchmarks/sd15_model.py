@@ -11,9 +11,24 @@ from pathlib import Path
 import torch
 
 
+def sd_vae(sample_size: int, scaling_factor: float):
+    """Stable Diffusion's VAE (84M parameters, downsampling 8x), which SDXL keeps with its own scaling factor."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=sample_size,
+        scaling_factor=scaling_factor,  # force_upcast keeps diffusers' default, True, as both real configs have it
+    )
+
+
 def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
     """SD 1.5's UNet (860M parameters), VAE and CLIP ViT-L/14 text encoder, random weights, SD 1.x's scheduler."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from inpaintkit.tiny import save_untrained_model, write_byte_level_clip_tokenizer
@@ -24,15 +39,7 @@ def write_sd15_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
     unet = UNet2DConditionModel(
         sample_size=64, in_channels=unet_in_channels, cross_attention_dim=768
     )  # defaults = SD 1.x
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-        sample_size=512,
-        scaling_factor=0.18215,
-    )
+    vae = sd_vae(sample_size=512, scaling_factor=0.18215)
     vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

@@ -14,12 +14,13 @@ import shutil
 from pathlib import Path
 
 import torch
+from sd15_model import sd_vae
 
 
 def write_sdxl_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
     """SDXL 1.0's UNet (2.6B parameters), VAE, CLIP ViT-L/14 and OpenCLIP bigG text encoders, random weights,
     SDXL's Euler scheduler config."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from inpaintkit.tiny import save_untrained_sdxl_model, write_byte_level_clip_tokenizer
@@ -58,16 +59,7 @@ def write_sdxl_architecture(folder: Path, unet_in_channels: int = 9) -> Path:
             addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=2816,  # six time ids of 256 + the pooled 1280
         )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=1024,
-            scaling_factor=0.13025,
-            force_upcast=True,
-        )
+        vae = sd_vae(sample_size=1024, scaling_factor=0.13025)
         text_encoder = CLIPTextModel(  # CLIP ViT-L/14's text tower
             CLIPTextConfig(
                 hidden_size=768,

@@ -6,8 +6,10 @@ front ends can be exercised offline. Its outputs are noise.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -60,7 +62,15 @@ def write_byte_level_clip_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def _tiny_vae(scaling_factor: float, force_upcast: bool = False):
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Random weights from `seed`, leaving the caller's global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _tiny_vae(scaling_factor: float):
     """SD's 4-block VAE (downsampling 8x), at 8-16 channels."""
     from diffusers import AutoencoderKL
 
@@ -74,8 +84,7 @@ def _tiny_vae(scaling_factor: float, force_upcast: bool = False):
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,
-        scaling_factor=scaling_factor,
-        force_upcast=force_upcast,
+        scaling_factor=scaling_factor,  # force_upcast: diffusers' default, True, as SD's and SDXL's configs have it
     )
 
 
@@ -112,9 +121,7 @@ def make_tiny_model(
     if unet_in_channels not in (4, 9):
         raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
     folder = Path(folder)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with _seeded(seed):
         unet = UNet2DConditionModel(
             sample_size=8,
             in_channels=unet_in_channels,
@@ -129,8 +136,6 @@ def make_tiny_model(
         )
         vae = _tiny_vae(scaling_factor=0.18215)
         text_encoder = CLIPTextModel(_tiny_text_config(write_byte_level_clip_tokenizer(folder / "tokenizer")))
-    finally:
-        torch.random.set_rng_state(generator_state)
     return save_untrained_model(folder, unet, vae, text_encoder, prediction_type)
 
 
@@ -185,9 +190,7 @@ def make_tiny_sdxl_model(
     if unet_in_channels not in (4, 9):
         raise ValueError(f"unet_in_channels must be 4 or 9, not {unet_in_channels}")
     folder = Path(folder)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with _seeded(seed):
         # The two encoders have different widths, as in SDXL (768 and 1280): a single-file loader tells them apart
         # by width, and code that mixed them up would fail here.
         vocab_size = write_byte_level_clip_tokenizer(folder / "tokenizer")
@@ -209,9 +212,7 @@ def make_tiny_sdxl_model(
             projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids of 8 + the pooled text projection
             cross_attention_dim=32 + 48,  # the two encoders' hidden states side by side
         )
-        vae = _tiny_vae(scaling_factor=0.13025, force_upcast=True)
-    finally:
-        torch.random.set_rng_state(generator_state)
+        vae = _tiny_vae(scaling_factor=0.13025)
     save_untrained_sdxl_model(folder, unet, vae, text_encoder, text_encoder_2, prediction_type)
     return folder
 
