@@ -6,7 +6,8 @@ class InputError(ValueError):
 
 
 class Cancelled(RuntimeError):
-    """The job was stopped between two denoising steps (the progress callback returned False)."""
+    """The job was stopped: between two denoising steps (the progress callback returned False), or where
+    `should_stop` is polled (before each text-encoder and VAE call, in bld's optimisation; stopping.py)."""
 
 
 QUOTED_CHARACTERS = 40  # how much of a bad value a message quotes: enough to recognise it, never an echo
