@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
 from .acceleration import set_vae_tiling
+from .denoiser import Denoiser
 from .errors import Cancelled
 from .families import Conditioning
 from .guidance import guidance_for
@@ -35,12 +36,15 @@ class LoopState:
     schedule: NoiseSchedule  # the noise level of each step: methods ask it, never the scheduler
     generators: list[torch.Generator]
     known_latents: Optional[torch.Tensor]  # z0: the input image's latents (posterior samples), or None
+    masked_latents: Optional[torch.Tensor]  # the masked image's (hole zeroed) latents, for 9-channel UNets and
+    # methods that ask (needs_masked_latents), or None
     noise: torch.Tensor  # the job's initial noise, reused to noise the known region
     mask: torch.Tensor  # latent-resolution binary mask, 1 = generate, 0 = keep
     change: Optional[torch.Tensor]  # latent-resolution per-pixel strength in [0, 1] (soft masks), or None
     image: torch.Tensor  # the input in pixel space, 1x3xHxW in [-1, 1]
     pixel_mask: torch.Tensor  # the binary mask in pixel space, 1x1xHxW
     stopper: Stopper = field(default_factory=Stopper)  # a long method stage (bld's optimisation) checks it
+    denoiser: Optional[Denoiser] = None  # one guided call at a step, for methods that call the network themselves
     extra: dict = field(default_factory=dict)  # a method's own values between steps
 
     def fresh_noise(self) -> torch.Tensor:
@@ -119,26 +123,25 @@ def denoise(
         )
         state.stopper = stopper
         latents = method.start(state, latents)
-        if condition is not None:
-            condition = guidance.batch(condition)
+        denoiser = Denoiser(
+            components, scheduler, timesteps, timestep_values, guidance, conditioning,
+            None if condition is None else guidance.batch(condition),
+        )  # fmt: skip
+        state.denoiser = denoiser
         step_kwargs = scheduler_step_kwargs(scheduler, generators)
 
-        # 5. The loop.
+        # 5. The loop, with whatever the method patches into the denoiser for this job (always restored).
         order = list(method.step_order(state))
-        for count, i in enumerate(order):
-            t, t_value = timesteps[i], timestep_values[i]
-            latents = method.before_step(state, i, latents)
-            model_input = method.unet_input(state, i, scheduler.scale_model_input(latents, t_value))
-            model_input = guidance.batch(model_input)
-            if condition is not None:  # 9-channel UNet: noisy latents + mask + masked-image latents
-                model_input = torch.cat([model_input, condition], dim=1)
-            prediction = family.denoise(components, model_input, t, conditioning)
-            prediction = guidance.combine(prediction)
-            latents = scheduler.step(prediction, t_value, latents, **step_kwargs, return_dict=False)[0]
-            latents = method.after_step(state, i, latents)
-            if callback is not None and callback(count, len(order), latents) is False:
-                raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
-            stopper.check(f"after step {count + 1} of {len(order)}")
+        with method.patched(state):
+            for count, i in enumerate(order):
+                latents = method.before_step(state, i, latents)
+                model_input = denoiser.batched(method.unet_input(state, i, denoiser.scaled(latents, i)))
+                prediction = guidance.combine(method.predict(state, i, model_input))
+                latents = scheduler.step(prediction, timestep_values[i], latents, **step_kwargs, return_dict=False)[0]
+                latents = method.after_step(state, i, latents)
+                if callback is not None and callback(count, len(order), latents) is False:
+                    raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
+                stopper.check(f"after step {count + 1} of {len(order)}")
 
         # 6. Decode.
         decoded = method.decode(state, latents)
@@ -178,9 +181,10 @@ def prepare_latents(
     height, width = image.shape[-2] // capabilities.vae_scale_factor, image.shape[-1] // capabilities.vae_scale_factor
     shape = (1, vae.config.latent_channels, height, width)
     needs_known = method.needs_known_latents or settings.strength < 1.0
+    needs_masked = capabilities.inpainting_unet or method.needs_masked_latents
 
     image_posterior = family.encode_image(components, image) if needs_known else None
-    masked_posterior = family.encode_image(components, masked_image) if capabilities.inpainting_unet else None
+    masked_posterior = family.encode_image(components, masked_image) if needs_masked else None
     known, noise, masked_latents = [], [], []
     for generator in generators:
         if needs_known:
@@ -190,9 +194,11 @@ def prepare_latents(
             masked_latents.append(family.scale_latents(components, masked_posterior.sample(generator)))
         else:
             # diffusers samples the masked image's latents even for a 4-channel UNet and discards them;
-            # drawing the same numbers keeps seeds aligned with it for ancestral schedulers.
+            # drawing the same numbers keeps seeds aligned with it for ancestral schedulers (a posterior sample
+            # draws exactly these, so a method that keeps the masked latents stays aligned too).
             randn_tensor(shape, generator=generator, device=device, dtype=dtype)
     known_latents = torch.cat(known) if needs_known else None
+    masked_latents = torch.cat(masked_latents) if masked_latents else None
     noise = torch.cat(noise)
 
     if settings.strength >= 1.0:
@@ -202,7 +208,7 @@ def prepare_latents(
 
     # nearest-neighbour downsampling, as diffusers (and the inpainting checkpoints' training) does
     latent_mask = F.interpolate(pixel_mask, size=(height, width)).to(device, dtype).repeat(len(generators), 1, 1, 1)
-    condition = torch.cat([latent_mask, torch.cat(masked_latents)], dim=1) if masked_latents else None
+    condition = torch.cat([latent_mask, masked_latents], dim=1) if capabilities.inpainting_unet else None
     change = None
     if change_map is not None:  # a per-pixel strength averages over each latent cell
         change = F.interpolate(torch.tensor(change_map)[None, None].float(), size=(height, width), mode="area")
@@ -213,6 +219,7 @@ def prepare_latents(
         schedule=noise_schedule,
         generators=generators,
         known_latents=known_latents,
+        masked_latents=masked_latents,
         noise=noise,
         mask=latent_mask,
         change=change,

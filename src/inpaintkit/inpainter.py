@@ -164,6 +164,7 @@ class Inpainter:
                 f"{settings.num_images}; make more in several calls (the CLI splits them with --batch-size)."
             )
         method = resolve_method(settings.method, self.capabilities, settings)
+        method.check_components(self.components, settings)
         scheduler = build_scheduler(method, settings, self.components.scheduler_config)
         try:
             scheduler.set_timesteps(settings.steps)
@@ -271,6 +272,7 @@ class Inpainter:
             "fuse_qkv": acceleration.fuse_qkv,
         }
         parameters.update({option: method.option(settings, option) for option in method.defaults})
+        parameters.update(method.metadata(self.components, settings))
         if adapted:
             parameters["adapted_defaults"] = adapted
         if self.capabilities.untrained:

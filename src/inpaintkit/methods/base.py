@@ -1,16 +1,17 @@
 """What a method is: a few hooks the engine's loop calls, and the options it owns.
 
-The loop (engine.denoise) runs, for each step index the method's `step_order` yields:
+The loop (engine.denoise) runs, inside `patched(state)`, for each step index the method's `step_order` yields:
     latents = before_step(i, latents)
-    prediction = unet(unet_input(i, scale_model_input(latents)), t_i)   # CFG around it
+    prediction = predict(i, unet_input(i, scale_model_input(latents)))   # guidance around it
     latents = after_step(i, scheduler.step(prediction, t_i, latents))
 then `decode(latents)`; `finish` then works on the decoded pixels. Every hook defaults to
-doing nothing, so a method overrides only what it changes.
+doing nothing (`predict`: one call of the denoiser), so a method overrides only what it changes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+import contextlib
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from ..names import METHOD_SUMMARIES
 
 if TYPE_CHECKING:  # the loop imports the methods; the methods only name its state
     from ..engine import LoopState
+    from ..models import Components
     from ..settings import InpaintSettings
 
 # Every method option and the method it belongs to (declared in method_options.py).
@@ -44,6 +46,7 @@ class Method:
     paper: str = ""
     requires_inpainting_unet: bool = False
     needs_known_latents: bool = False  # the loop must encode the input image (z0) even at strength 1
+    needs_masked_latents: bool = False  # the loop must encode the masked image (hole zeroed) for any UNet
     soft_mask: bool = False  # reads the grayscale mask as per-pixel strength instead of binarising it
     defaults: dict[str, Any] = {}  # this method's options and their defaults, from method_options.OPTIONS
 
@@ -74,6 +77,13 @@ class Method:
                 f"This job would run the denoiser {calls:,} times per image, more than the limit of "
                 f"{MAX_DENOISER_CALLS:,}; lower --steps{self.work_options_hint()}."
             )
+
+    def check_components(self, components: Components, settings: InpaintSettings) -> None:
+        """Refuse, in one sentence, what the loaded model and its speed options cannot do for this method."""
+
+    def metadata(self, components: Components, settings: InpaintSettings) -> dict[str, Any]:
+        """What a job's outputs record about this method beyond its options (e.g. which variant ran)."""
+        return {}
 
     def check_options(self, settings: InpaintSettings) -> None:
         """Check what the declared ranges cannot: an option against the other settings (see `option`)."""
@@ -137,12 +147,22 @@ class Method:
         """The latents the loop starts from (default: noise, or the noised input when strength < 1)."""
         return latents
 
+    def patched(self, state: LoopState) -> ContextManager[None]:
+        """A context around the whole loop in which the method may patch the denoiser (forward hooks, attention
+        processors) for this job. It must undo every patch on leaving, by success, error or cancellation alike:
+        the web UI and the service share one model across jobs and methods."""
+        return contextlib.nullcontext()
+
     def before_step(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         return latents
 
     def unet_input(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         """What the UNet sees of the (scaled) latents at step i."""
         return latents
+
+    def predict(self, state: LoopState, i: int, model_input: torch.Tensor) -> torch.Tensor:
+        """The denoiser's raw prediction for the batched input at step i (guidance combines it after)."""
+        return state.denoiser(model_input, i)
 
     def after_step(self, state: LoopState, i: int, latents: torch.Tensor) -> torch.Tensor:
         """Called after scheduler step i with the new latents; returns the latents the loop continues with."""
