@@ -24,6 +24,7 @@ from .names import (
     DEFAULT_CLIP_MODEL,
     DEFAULT_SEED,
     FILLS,
+    FUSE_BLOCKS,
     KID_FEATURES,
     MAX_BATCH_IMAGES,
     METHOD_NAMES,
@@ -115,6 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--family", choices=TINY_FAMILIES, default="sd", help="sd (SD 1.x layout, PNDM) or sdxl (two text encoders)"
     )
+
+    train = commands.add_parser(
+        "train-latentpaint",
+        help="train LatentPaint's propagation module for a model (--method latentpaint --latentpaint-weights FILE)",
+        description=(
+            "Train only LatentPaint's small propagation module, the model frozen, on random square crops of the "
+            "images with random box masks; write it as a .safetensors file for --latentpaint-weights."
+        ),
+    )
+    train.add_argument("images", type=Path, help="a folder of training images (.png, .jpg, .jpeg, .webp)")
+    train.add_argument("--out", required=True, type=Path, help="the .safetensors file to write")
+    train.add_argument("--steps", type=positive_int, default=1000, help="optimiser steps (default 1000)")
+    train.add_argument("--batch-size", type=positive_int, default=1, help="images per step (default 1)")
+    train.add_argument("--learning-rate", type=positive_number, default=1e-4, help="AdamW's (default 1e-4)")
+    train.add_argument("--size", type=positive_int, help="crop side in pixels (default: the model's native size)")
+    train.add_argument("--seed", type=int, default=0, help="crops, masks, timesteps and noise (default 0)")
+    train.add_argument(
+        "--fuse-blocks",
+        choices=[blocks for blocks in FUSE_BLOCKS if blocks != "none"],
+        default="down,mid,up",
+        help="the blocks to train a module for (default down,mid,up)",
+    )
+    add_model_arguments(train)
+    add_speed_arguments(train)
 
     bench = commands.add_parser(
         "bench",
@@ -601,6 +626,53 @@ def command_make_tiny_model(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_train_latentpaint(arguments: argparse.Namespace) -> int:
+    from .io import atomic_file, check_writable
+    from .methods.feature_fusion import unet_architecture
+    from .propagation_training import check_training, train_propagation, training_images
+
+    out = arguments.out
+    if out.suffix != ".safetensors":
+        raise InputError(f"--out {out}: the propagation module is written as a .safetensors file.")
+    if arguments.latentpaint_weights is not None:
+        raise InputError("train-latentpaint trains a new module; --latentpaint-weights (continuing one) is not used.")
+    images = training_images(arguments.images)
+    check_writable(out.parent, [out.name])
+    inpainter = inpainter_from_arguments(arguments)
+    components = inpainter.components
+    size = arguments.size or components.capabilities.native_size
+    check_training(components, size, arguments.steps, arguments.batch_size, arguments.learning_rate)
+    warn_if_untrained(inpainter, arguments.model)
+    every = max(1, arguments.steps // 20)
+
+    def report(step: int, loss: float) -> None:
+        if step % every == 0 or step == arguments.steps:
+            log.info("step %d/%d: masked loss %.5f", step, arguments.steps, loss)
+
+    trained = train_propagation(
+        components,
+        images,
+        steps=arguments.steps,
+        batch_size=arguments.batch_size,
+        learning_rate=arguments.learning_rate,
+        size=size,
+        seed=arguments.seed,
+        blocks=tuple(arguments.fuse_blocks.split(",")),
+        on_step=report,
+    )
+    if trained.steps == 0:
+        print("inpaintkit: interrupted before the first step; nothing written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    with atomic_file(out) as handle:
+        architecture = unet_architecture(components.unet)
+        handle.write(trained.modules.to_bytes(str(arguments.model), trained.steps, architecture))
+    print(f"{out}\tpropagation for {len(trained.modules.blocks)} blocks, {trained.steps} steps")
+    if trained.interrupted:
+        print(f"inpaintkit: interrupted after step {trained.steps}; what was trained is saved.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
 def command_info(arguments: argparse.Namespace) -> int:
     from .models import load_components
 
@@ -646,6 +718,7 @@ COMMANDS = {
     "run": command_run,
     "outpaint": command_outpaint,
     "make-tiny-model": command_make_tiny_model,
+    "train-latentpaint": command_train_latentpaint,
     "info": command_info,
     "bench": command_bench,
     "metrics": command_metrics,

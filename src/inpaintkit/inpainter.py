@@ -21,6 +21,8 @@ from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
 from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
+from .methods.feature_fusion import unet_architecture
+from .methods.propagation import load_propagation
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
 from .names import MAX_BATCH_IMAGES
 from .outpaint import expand_canvas
@@ -52,11 +54,13 @@ class Inpainter:
         vae_tiling: str = "auto",
         offload: bool = False,
         fuse_qkv: bool = False,
+        latentpaint_weights: str | Path | None = None,
     ) -> "Inpainter":
         """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file (with `config` offline).
 
         Speed and memory options (see acceleration.py): `compile` the UNet, `vae_tiling` "auto"/"on"/"off",
         `offload` models to the CPU between uses (CUDA only), `fuse_qkv` attention projections.
+        `latentpaint_weights`: a propagation module written by `inpaintkit train-latentpaint` for this model.
         """
         acceleration = Acceleration(compile=compile, vae_tiling=vae_tiling, offload=offload, fuse_qkv=fuse_qkv)
         torch_device = resolve_device(device)
@@ -72,6 +76,10 @@ class Inpainter:
                 "precision)."
             )
         components.device = torch_device
+        if latentpaint_weights is not None:  # on the device before accelerate (compile, offload) wraps the UNet
+            components.method_weights["latentpaint"] = load_propagation(
+                latentpaint_weights, unet_architecture(components.unet)
+            ).to(torch_device, components.dtype)
         accelerate(components, acceleration)
         return cls(components)
 

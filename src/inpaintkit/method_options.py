@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .names import RECONSTRUCTIONS
+from .names import FUSE_BLOCKS, RECONSTRUCTIONS
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,18 @@ OPTIONS: tuple[MethodOption, ...] = (
     MethodOption(
         "known_t", "tdpaint", int, 50, "the known region's constant noise level (a training timestep)", "Known t",
         minimum=0, maximum=999, metavar="T",
+    ),
+    MethodOption(
+        "fuse_blocks", "latentpaint", str, "down,mid,up", "the UNet blocks whose hidden states take the context "
+        "pass's in the known region", "Fuse blocks", choices=FUSE_BLOCKS,
+    ),
+    MethodOption(
+        "fuse_until", "latentpaint", float, 1.0, "fraction of the steps (from the first) that fuse hidden states; the "
+        "rest cost what blend does", "Fuse until", minimum=0.0, maximum=1.0,
+    ),
+    MethodOption(
+        "propagation", "latentpaint", float, 1.0, "scale of the trained propagation module's output (needs a model "
+        "loaded with --latentpaint-weights)", "Propagation", minimum=0.0, maximum=4.0,
     ),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -39,6 +39,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=DTYPE_CHOICES,
         help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
     )
+    group.add_argument(
+        "--latentpaint-weights",
+        metavar="FILE",
+        help="a trained LatentPaint propagation module for this model (inpaintkit train-latentpaint)",
+    )
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +84,7 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         vae_tiling=arguments.vae_tiling,
         offload=arguments.offload,
         fuse_qkv=arguments.fuse_qkv,
+        latentpaint_weights=arguments.latentpaint_weights,
     )
 
 

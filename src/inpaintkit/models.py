@@ -73,6 +73,7 @@ class Components:
     tokenizer_2: Optional[Any] = None
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # the pipeline's own options (model_index.json)
     vae_name: Optional[str] = None  # the --vae that replaced the checkpoint's own VAE, if one did
+    method_weights: dict[str, Any] = field(default_factory=dict)  # a method's trained parts, by method name
 
     def text_modules(self) -> dict[str, Any]:
         """The text encoders, by attribute name, in the family's order."""

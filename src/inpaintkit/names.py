@@ -27,8 +27,13 @@ METHOD_SUMMARIES: dict[str, str] = {
     "repaint": "RePaint resampling: go back up in noise and redo steps so the hole agrees with its border (about r "
     "times slower).",
     "tdpaint": "Ablation: the known region is shown to the UNet at a small constant noise level (zero-shot TD-Paint).",
+    "latentpaint": "LatentPaint: blend, plus the UNet's hidden states take a context pass's in the known region at "
+    "every block (about 2x blend's time).",
 }
 METHOD_NAMES = ("auto", *METHOD_SUMMARIES)
+
+# latentpaint's --fuse-blocks: which of the UNet's down, mid and up blocks fuse hidden states
+FUSE_BLOCKS = ("down,mid,up", "down,mid", "mid,up", "down", "mid", "up", "none")
 
 # bld's --reconstruct
 RECONSTRUCTIONS = ("none", "pixel", "poisson", "optimize")

@@ -53,6 +53,9 @@ class InpaintSettings:
     jump_length: int | None = None
     jump_n_sample: int | None = None
     known_t: int | None = None
+    fuse_blocks: str | None = None
+    fuse_until: float | None = None
+    propagation: float | None = None
 
     def __post_init__(self) -> None:
         self._check_types()

@@ -9,13 +9,15 @@ from ..names import METHOD_NAMES  # light, for the CLI's --help; METHODS must li
 from .base import METHOD_OPTIONS, Method, flag
 from .bld import BlendedLatentDiffusion
 from .blend import Blend
+from .latentpaint import LatentPaint
 from .native import Native
 from .repaint import RePaint
 from .soft import Soft
 from .tdpaint import TDPaint
 
 METHODS: dict[str, Method] = {
-    method.name: method for method in (Native(), Blend(), BlendedLatentDiffusion(), Soft(), RePaint(), TDPaint())
+    method.name: method
+    for method in (Native(), Blend(), BlendedLatentDiffusion(), Soft(), RePaint(), TDPaint(), LatentPaint())
 }
 
 
