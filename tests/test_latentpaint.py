@@ -310,3 +310,38 @@ def test_bad_training_arguments_are_one_sentence(change, phrase, tiny4, tmp_path
     )  # fmt: skip
     assert_one_line_error(code, err, phrase)
     assert not (tmp_path / values["out"]).exists()
+
+
+# -- front ends --------------------------------------------------------------------------------------------------------
+
+
+def test_the_service_runs_latentpaint_then_blend_with_blend_s_exact_pixels(inpainter4):
+    """The service shares one model across jobs: a latentpaint request must leave nothing behind in it."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from inpaintkit.server import ServiceConfig, create_app
+
+    def png(pixels) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    files = {"image": ("p.png", png(PIXELS), "image/png"), "mask": ("m.png", png(MASK), "image/png")}
+    job = {"steps": "3", "seed": "5", "paste_back": "false"}
+    with TestClient(create_app(inpainter4, ServiceConfig(timeout=60.0))) as client:
+
+        def post(**fields):
+            return client.post("/v1/inpaint", data={**job, **fields}, files=files, headers={"Accept": "image/png"})
+
+        blend_before = post(method="blend")
+        latentpaint = post(method="latentpaint", fuse_until="0.5", fuse_blocks="mid,up")
+        blend_after = post(method="blend")
+        bad = post(method="latentpaint", fuse_until="2")
+    assert blend_before.status_code == latentpaint.status_code == blend_after.status_code == 200
+    assert blend_after.content == blend_before.content
+    assert latentpaint.content != blend_before.content
+    metadata = json.loads(Image.open(io.BytesIO(latentpaint.content)).text["inpaintkit"])
+    assert (metadata["fuse_blocks"], metadata["fuse_until"]) == ("mid,up", 0.5)
+    assert bad.status_code == 422 and "--fuse-until must be from 0 to 1, got 2.0" in bad.json()["error"]

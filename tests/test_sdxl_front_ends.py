@@ -62,7 +62,7 @@ def test_bench_runs_every_method_on_an_sdxl_model_and_records_the_family(tiny_sd
     Image.fromarray(PIXELS).save(source / "photo.png")
     Image.fromarray(MASK).save(source / "photo.mask.png")
     (source / "photo.txt").write_text("a teapot")
-    methods = "blend,bld,soft,repaint,tdpaint"
+    methods = "blend,bld,soft,repaint,tdpaint,latentpaint"
     code, out, err = run_cli(
         ["bench", "--pipeline", methods, "--src", source, "--dst", tmp_path / "results", "--model", tiny_sdxl4,
          "--steps", "3", "--reconstruct", "pixel", "--quiet"],
