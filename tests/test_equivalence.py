@@ -42,6 +42,10 @@ REFERENCE_SCHEDULERS = {
     "unipc": lambda config: UniPCMultistepScheduler.from_config(config),
     "lms": lambda config: LMSDiscreteScheduler.from_config(config),
     "pndm": lambda config: PNDMScheduler.from_config(config),
+    "dpm++2m-karras": lambda config: DPMSolverMultistepScheduler.from_config(
+        config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+    ),
+    "euler-karras": lambda config: EulerDiscreteScheduler.from_config(config, use_karras_sigmas=True),
 }
 
 
@@ -86,6 +90,8 @@ CASES = [
     ("tiny4", "blend", "euler-a", 0.75),
     ("tiny4", "blend", "euler", 1.0),
     ("tiny4", "blend", "lms", 0.9),
+    ("tiny9", "native", "dpm++2m-karras", 1.0),
+    ("tiny4", "blend", "euler-karras", 0.8),
     ("tiny4_vpred", "blend", "ddim", 0.8),
 ]
 

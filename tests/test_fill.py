@@ -126,3 +126,11 @@ def test_unknown_fill_is_one_sentence_listing_the_choices():
     assert "'smear'" in message
     assert all(name in message for name in FILLS)
     assert message.endswith(".") and "\n" not in message
+
+
+def test_grey_fills_the_hole_with_the_middle_grey_and_nothing_else():
+    pixels = gradient_image(40, 32, seed=3)
+    mask = float_mask(40, 32, (8, 6, 30, 24))
+    filled = fill_masked(pixels, mask, "grey")
+    assert (filled[mask >= 0.5] == 127).all()
+    assert np.array_equal(filled[mask < 0.5], pixels[mask < 0.5])

@@ -25,7 +25,8 @@ def fill_masked(pixels: np.ndarray, mask: np.ndarray, how: str, seed: int = 0) -
     """A new HxWx3 uint8 image: pixels where mask < 0.5 byte for byte, the rest filled `how`.
 
     `original` keeps the image, `telea`/`ns` are OpenCV's inpainting, `blur` a smooth average of
-    the known pixels around each hole pixel, `noise` uniform random colours drawn with `seed`.
+    the known pixels around each hole pixel, `noise` uniform random colours drawn with `seed`, `grey` the middle of
+    the range (no content at all: AUTOMATIC1111's "latent nothing" in pixels).
     """
     if how not in FILLS:
         raise InputError(f"Unknown fill '{how}'; choose one of: {', '.join(FILLS)}.")
@@ -34,6 +35,8 @@ def fill_masked(pixels: np.ndarray, mask: np.ndarray, how: str, seed: int = 0) -
         return pixels.copy()
     if how == "noise":
         return np.where(hole[:, :, None], noise_image(pixels.shape, seed), pixels)
+    if how == "grey":
+        return np.where(hole[:, :, None], np.uint8(MID_GREY), pixels)
     if hole.all():
         return np.full_like(pixels, MID_GREY)
     if how == "blur":
@@ -53,7 +56,7 @@ def fill_window(pixels: np.ndarray, mask: np.ndarray, how: str, seed: int, box: 
     if how == "noise":
         noise = noise_image(pixels.shape, seed)[box]  # the whole draw, so each pixel gets the colour it always had
         return np.where(mask[box][:, :, None] >= 0.5, noise, pixels[box])
-    if how == "blur":
+    if how in ("blur", "grey"):
         return fill_masked(pixels, mask, how, seed)[box]
     context = expand_box(box, INPAINT_REACH, mask.shape)
     return fill_masked(pixels[context], mask[context], how, seed)[box_in_part(box, context)]

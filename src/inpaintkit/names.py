@@ -45,7 +45,7 @@ PIPE_IMAGES = "paint-by-inpaint/PIPE"
 PIPE_MASKS = "paint-by-inpaint/PIPE_Masks"
 
 # What the masked area starts as before noising (fill.py)
-FILLS = ("original", "telea", "ns", "blur", "noise")
+FILLS = ("original", "telea", "ns", "blur", "noise", "grey")
 
 # The families `inpaintkit make-tiny-model --family` writes (tiny.py)
 TINY_FAMILIES = ("sd", "sdxl")

@@ -17,6 +17,13 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     # gets PNDM's Runge-Kutta warm-up, which cannot run fewer than 4 steps and doubles the denoiser calls.
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
     "lms": ("LMSDiscreteScheduler", {}),
+    # Karras et al. 2022's sigma spacing (AUTOMATIC1111's "Karras" schedule type; its DPM++ 2M default).
+    "euler-karras": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "dpm++2m-karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "lms-karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
 }
 SCHEDULER_NAMES = ("default", *SCHEDULERS)
 # diffusers' schedulers whose latents carry sigma-scaled noise (init_noise_sigma > 1), by class name.
