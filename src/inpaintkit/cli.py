@@ -307,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
             "variable, else none"
         ),
     )
+    serve.add_argument(
+        "--api-auth",
+        metavar="USER:PASS[,USER:PASS]",
+        help="also accept HTTP Basic with these credentials on the AUTOMATIC1111 routes (/sdapi/v1/*), as A1111 does",
+    )
+    serve.add_argument(
+        "--cors-allow-origins",
+        metavar="ORIGINS",
+        help="comma-separated origins a browser client may call from (e.g. openOutpaint served elsewhere)",
+    )
     # -- end HTTP service --
     return parser
 

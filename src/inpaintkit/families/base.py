@@ -42,6 +42,9 @@ class Family:
     component_folders: tuple[str, ...] = ()  # what a diffusers folder of this family holds
     text_encoders: tuple[str, ...] = ("text_encoder",)  # Components' attributes, in the pipeline's order
     tokenizers: tuple[str, ...] = ("tokenizer",)
+    # latent channel -> (r, g, b): a linear map from latents to a rough picture, for progress previews without the VAE
+    # (the "cheap approximation" of AUTOMATIC1111's sd_vae_approx.py); empty: no preview
+    preview_factors: tuple[tuple[float, float, float], ...] = ()
 
     def vae_dtype(self, vae_config: Any, dtype: torch.dtype) -> torch.dtype:
         """The dtype the VAE runs in when the model runs in `dtype`."""

@@ -24,6 +24,9 @@ class StableDiffusionXL(Family):
     name = "sdxl"
     pipeline = "StableDiffusionXLInpaintPipeline"
     component_folders = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+    preview_factors = (
+        (0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250), (0.1074, 0.0886, -0.0163), (-0.3730, -0.2499, -0.2088)
+    )  # fmt: skip
     text_encoders = ("text_encoder", "text_encoder_2")
     tokenizers = ("tokenizer", "tokenizer_2")
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import io
 import logging
-import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any, Callable, Optional
@@ -16,8 +14,9 @@ import anyio
 import numpy as np
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
@@ -28,17 +27,19 @@ from .. import __version__
 from ..errors import InputError
 from ..inpainter import Inpainter
 from ..io import load_image_and_mask, png_metadata
-from ..methods import METHODS, Method
+from ..methods import METHODS
 from ..schedulers import SCHEDULER_NAMES
 from ..settings import MAX_TEXT_LENGTH, InpaintSettings
+from .a1111.routes import PREFIX as A1111_PREFIX
+from .a1111.routes import add_a1111_routes
+from .admission import model_pixels, not_ready, require_fits_deadline, require_step_budget, wait_for
 from .config import ServiceConfig
-from .errors import CLIENT_CLOSED, ServiceError
+from .errors import ServiceError
 from .forms import MAX_SETTINGS_BYTES, request_body_schema, settings_from_form, uploaded_file
 from .limits import decode_image, read_body
 from .logs import AccessLog
-from .worker import InferenceWorker, Job, deadline_error, job_cost
+from .worker import InferenceWorker, Job, job_cost
 
-DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client is still there
 log = logging.getLogger("inpaintkit.server")
 
 
@@ -109,6 +110,10 @@ def create_app(
     )
     app.state.worker, app.state.config = worker, config
     app.add_middleware(UnexpectedErrors)
+    if config.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(config.cors_allow_origins), allow_methods=["*"], allow_headers=["*"]
+        )
     app.add_middleware(AccessLog)  # added last, so it runs first: it also logs UnexpectedErrors' 500
     add_error_handlers(app)
     guarded = [Security(require_api_key)] if config.api_key else []
@@ -175,6 +180,8 @@ def create_app(
             request.state.log.update(job.timings())
         return await anyio.to_thread.run_sync(render, images, png_wanted)
 
+    a1111_guarded = [Security(require_a1111_credentials)] if config.api_key or config.api_auth else []
+    add_a1111_routes(app, worker, config, model_name, a1111_guarded)
     return app
 
 
@@ -192,6 +199,36 @@ async def require_api_key(
             "A valid API key is required: send it as the X-API-Key header or Authorization: Bearer KEY.",
             {"WWW-Authenticate": "Bearer"},
         )
+
+
+async def require_a1111_credentials(
+    request: Request,
+    key: Optional[str] = Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+    basic: Optional[HTTPBasicCredentials] = Security(HTTPBasic(auto_error=False)),
+) -> None:
+    """The A1111 routes take HTTP Basic (--api-auth, as A1111 clients send it) or the service's key (X-API-Key, or
+    Authorization: Bearer); every comparison in constant time."""
+    config = request.app.state.config
+    header = request.headers.get("authorization", "")
+    bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+    given_key = key or bearer
+    if config.api_key and given_key is not None and hmac.compare_digest(given_key.encode(), config.api_key.encode()):
+        return
+    if basic is not None and any(
+        hmac.compare_digest(basic.username.encode(), user.encode())
+        & hmac.compare_digest(basic.password.encode(), password.encode())
+        for user, password in config.api_auth
+    ):
+        return
+    accepted = " or ".join(
+        way
+        for way, configured in (
+            ("HTTP Basic credentials (--api-auth)", config.api_auth),
+            ("the API key (X-API-Key, or Authorization: Bearer)", config.api_key),
+        )
+        if configured
+    )
+    raise ServiceError(401, f"Authentication is required: send {accepted}.", {"WWW-Authenticate": "Basic"})
 
 
 def require_multipart(request: Request) -> None:
@@ -278,70 +315,6 @@ def prepare_job(
     cost = job_cost(calls, settings.num_images, pixel_count)
     require_fits_deadline(worker, cost, config.timeout)
     return pixels, mask_values, settings, cost
-
-
-def require_step_budget(method: Method, settings: InpaintSettings, max_steps: int) -> int:
-    """The job's denoiser calls per image, refused (422) when all its images together pass the service's budget."""
-    calls = method.denoiser_calls(settings)
-    total = calls * settings.num_images
-    if total > max_steps:
-        # The core names the options that multiply the work as CLI flags; the service's fields have `_` for `-`.
-        others = re.sub(r"--([a-z-]+)", lambda flag: flag.group(1).replace("-", "_"), method.work_options_hint())
-        raise ServiceError(
-            422,
-            f"This job needs {total:,} denoiser steps ({calls:,} per image x {settings.num_images}), more than this "
-            f"service's limit of {max_steps:,} per request; lower steps, num_images{others}.",
-        )
-    return calls
-
-
-def model_pixels(shape: tuple[int, ...], settings: InpaintSettings, native_size: int) -> int:
-    """The pixels the model works on: the whole image, or with crop_padding a window scaled so its longer side is the
-    model's native size (at most native_size squared)."""
-    if settings.crop_padding is not None:
-        return native_size * native_size
-    return shape[0] * shape[1]
-
-
-def require_fits_deadline(worker: InferenceWorker, cost: float, timeout: float) -> None:
-    """Refuse (422) a job that would not finish within the deadline at the speed recent jobs ran.
-
-    422, not 503: the verdict is about this request at this service's speed, and sending it again would fail again,
-    where a 503 invites the client to retry it; it needs less work (or another service). Before any job has finished
-    there is no speed to judge by, and the job is accepted (its deadline still stops it)."""
-    estimate = worker.estimated_seconds(cost)
-    if estimate is not None and estimate > timeout:
-        raise ServiceError(
-            422,
-            f"This job would take about {estimate:,.0f} s at this service's recent speed, more than its {timeout:g} s "
-            "deadline; lower steps, num_images or the image size, or set crop_padding.",
-        )
-
-
-def not_ready(worker: InferenceWorker) -> ServiceError:
-    if worker.state == "closing":
-        return ServiceError(503, "The service is shutting down.", {"Retry-After": "5"})
-    if worker.state == "failed":
-        return ServiceError(503, "The model failed to load; see /readyz.")
-    return ServiceError(503, "The model is still loading; retry in a moment.", {"Retry-After": "5"})
-
-
-async def wait_for(job: Job, request: Request, worker: InferenceWorker) -> list[Image.Image]:
-    """The job's images; cancels the job when its deadline passes (504) or its client disconnects."""
-    try:
-        while True:
-            remaining = job.deadline - time.monotonic()
-            if remaining <= 0:
-                raise deadline_error(job.timeout)
-            done, _ = await asyncio.wait({job.future}, timeout=min(DISCONNECT_POLL_S, remaining))
-            if done:
-                return job.future.result()
-            if await request.is_disconnected():
-                request.state.log["status"] = CLIENT_CLOSED
-                raise ServiceError(CLIENT_CLOSED, "The client disconnected; the job was cancelled.")
-    finally:
-        if not job.future.done():
-            worker.cancel(job)  # stops it where it is, or frees its place in the queue at once
 
 
 def readiness(worker: InferenceWorker) -> Status:
@@ -434,7 +407,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     def reply(request: Request, status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
         request.state.log["error"] = message
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+        return JSONResponse(error_body(request.url.path, status, message), status_code=status, headers=headers)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError):
@@ -450,6 +423,13 @@ def add_error_handlers(app: FastAPI) -> None:
         return reply(
             request, 422, f"{' '.join(str(part) for part in first.get('loc', ()))}: {first['msg']}".strip(": ")
         )
+
+
+def error_body(path: str, status: int, message: str) -> dict[str, str]:
+    """`{"error": message}`; on the A1111 routes, A1111's shape with the same sentence, which its clients show."""
+    if path.startswith(A1111_PREFIX):
+        return {"error": "HTTPException", "detail": message, "body": "", "errors": f"{status}: {message}"}
+    return {"error": message}
 
 
 class UnexpectedErrors:
@@ -480,4 +460,4 @@ class UnexpectedErrors:
                 "X-Request-Id."
             )
             scope.get("state", {}).get("log", {})["error"] = message
-            await JSONResponse({"error": message}, status_code=500)(scope, receive, send)
+            await JSONResponse(error_body(scope["path"], 500, message), status_code=500)(scope, receive, send)

@@ -22,6 +22,9 @@ class ServiceConfig:
     # 2000 fits the default repaint job (410 calls per image) times the default max_images (4).
     max_steps: int = 2000
     api_key: Optional[str] = None  # when set, /v1/* needs it (X-API-Key or Authorization: Bearer)
+    # HTTP Basic credentials the A1111 routes (/sdapi/v1/*) accept, beside the key (A1111's --api-auth)
+    api_auth: tuple[tuple[str, str], ...] = ()
+    cors_allow_origins: tuple[str, ...] = ()  # browser origins allowed to call the service (CORS)
 
     def __post_init__(self) -> None:
         for name in ("max_queue", "max_pixels", "max_body", "max_images", "max_steps"):
@@ -41,3 +44,16 @@ class ServiceConfig:
             raise InputError(f"The service's timeout must be a positive number of seconds, got {self.timeout!r}.")
         if self.api_key is not None and not self.api_key.strip():
             raise InputError("The API key is empty; give a non-empty key or none.")
+
+
+def parse_api_auth(text: Optional[str]) -> tuple[tuple[str, str], ...]:
+    """A1111's --api-auth: "user:password[,user:password...]"; one sentence for a malformed one."""
+    if not text:
+        return ()
+    pairs = []
+    for part in text.split(","):
+        user, colon, password = part.strip().partition(":")
+        if not colon or not user or not password:
+            raise InputError(f"--api-auth takes USER:PASSWORD pairs separated by commas; {part.strip()!r} is not one.")
+        pairs.append((user, password))
+    return tuple(pairs)

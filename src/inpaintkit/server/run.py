@@ -18,7 +18,7 @@ from ..inpainter import Inpainter
 from ..listening import check_can_listen, is_loopback
 from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 from .app import create_app
-from .config import MIB, ServiceConfig
+from .config import MIB, ServiceConfig, parse_api_auth
 from .logs import JsonLineFormatter, StderrHandler
 from .worker import InferenceWorker
 
@@ -110,6 +110,8 @@ def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:
         max_images=arguments.max_images,
         max_steps=arguments.max_steps,
         api_key=api_key_from(arguments),
+        api_auth=parse_api_auth(arguments.api_auth),
+        cors_allow_origins=tuple(o.strip() for o in (arguments.cors_allow_origins or "").split(",") if o.strip()),
     )
 
 

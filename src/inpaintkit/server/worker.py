@@ -59,6 +59,9 @@ class Job:
         self.deadline, self.timeout = deadline, timeout
         self.cost = cost  # job_cost(...), for the worker's seconds-per-unit estimate; None: not counted
         self.steps_done = 0
+        self.steps_total = 0  # the loop's step count, known from the first step on (progress)
+        self.latents: Any = None  # the latest step's latents, for a progress preview
+        self.interrupted: Optional[str] = None  # the route that stopped it (A1111's /interrupt, /skip)
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future = self.loop.create_future()
         self.cancelled = False  # set by the request side; the worker reads it between steps
@@ -67,12 +70,14 @@ class Job:
         self.finished_at: Optional[float] = None
 
     def keep_going(self) -> bool:
-        """False once the job's deadline has passed or its request gave up: the job should stop where it is."""
-        return not self.cancelled and time.monotonic() < self.deadline
+        """False once the job's deadline has passed, its request gave up or a client interrupted it: the job should stop
+        where it is."""
+        return not self.cancelled and self.interrupted is None and time.monotonic() < self.deadline
 
     def after_step(self, step: int, total: int, latents: Any) -> bool:
-        """The step callback: counts the steps (a job that ran none says nothing about speed), False stops it."""
-        self.steps_done = step + 1
+        """The step callback: counts the steps (a job that ran none says nothing about speed), keeps the latents for a
+        progress preview; False stops the job."""
+        self.steps_done, self.steps_total, self.latents = step + 1, total, latents
         return self.keep_going()
 
     def cancel(self) -> None:
@@ -83,6 +88,12 @@ class Job:
         self.future.cancel()
 
     def stopped_error(self) -> ServiceError:
+        if self.interrupted is not None:
+            return ServiceError(
+                409,
+                f"The job was stopped by POST {self.interrupted} after step {self.steps_done} of "
+                f"{self.steps_total or self.settings.steps}; nothing was kept.",
+            )
         if self.cancelled:
             return ServiceError(CLIENT_CLOSED, "The client disconnected; the job was cancelled.")
         return deadline_error(self.timeout)
@@ -271,6 +282,14 @@ class InferenceWorker:
                     f"The queue is full ({self.max_queue} jobs waiting); retry in about {retry_after} s.",
                     {"Retry-After": str(retry_after)},
                 )
+
+    def interrupt(self, route: str) -> bool:
+        """Stop the running job between steps (its request is answered 409, naming `route`); False when none runs."""
+        job = self.running
+        if job is None:
+            return False
+        job.interrupted = route
+        return True
 
     def cancel(self, job: Job) -> None:
         """Nobody will read this job's result: stop it where it is, and free its place in the queue now."""
