@@ -51,11 +51,19 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
             request.state.log.update(job.timings())
         return JSONResponse(await anyio.to_thread.run_sync(reply, spec, parsed, images, model_title(model_name)))
 
-    @router.post("/img2img", summary="A1111 img2img: inpaint init_images[0] where mask is white")
+    @router.post(
+        "/img2img",
+        summary="A1111 img2img: inpaint init_images[0] where mask is white",
+        openapi_extra=json_body(Img2Img),
+    )
     async def img2img(request: Request) -> JSONResponse:
         return await generate(request, Img2Img)
 
-    @router.post("/txt2img", summary="A1111 txt2img: inpaint a blank canvas of width x height, all of it")
+    @router.post(
+        "/txt2img",
+        summary="A1111 txt2img: inpaint a blank canvas of width x height, all of it",
+        openapi_extra=json_body(Txt2Img),
+    )
     async def txt2img(request: Request) -> JSONResponse:
         return await generate(request, Txt2Img)
 
@@ -116,6 +124,11 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
         return {"loaded": {}, "skipped": {}}
 
     return router
+
+
+def json_body(model: type[Generation]) -> dict:
+    """The OpenAPI request body of a route that reads its JSON itself (to check the body's size before parsing)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 async def empty_listing() -> list:
