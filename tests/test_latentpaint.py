@@ -336,12 +336,116 @@ def test_the_service_runs_latentpaint_then_blend_with_blend_s_exact_pixels(inpai
             return client.post("/v1/inpaint", data={**job, **fields}, files=files, headers={"Accept": "image/png"})
 
         blend_before = post(method="blend")
-        latentpaint = post(method="latentpaint", fuse_until="0.5", fuse_blocks="mid,up")
+        latentpaint = post(method="latentpaint", fuse_until="0.5", fuse_blocks="mid+up")
         blend_after = post(method="blend")
         bad = post(method="latentpaint", fuse_until="2")
     assert blend_before.status_code == latentpaint.status_code == blend_after.status_code == 200
     assert blend_after.content == blend_before.content
     assert latentpaint.content != blend_before.content
     metadata = json.loads(Image.open(io.BytesIO(latentpaint.content)).text["inpaintkit"])
-    assert (metadata["fuse_blocks"], metadata["fuse_until"]) == ("mid,up", 0.5)
+    assert (metadata["fuse_blocks"], metadata["fuse_until"]) == ("mid+up", 0.5)
     assert bad.status_code == 422 and "--fuse-until must be from 0 to 1, got 2.0" in bad.json()["error"]
+
+
+# -- what the review found: damaged files, a bad training image, honest metadata -------------------------------------
+
+
+def tampered(trained, tmp_path, change) -> str:
+    """The trained file written again with its metadata changed by `change(metadata, tensors)`."""
+    from safetensors.torch import load_file, save_file
+
+    from inpaintkit.methods.propagation import safetensors_metadata
+
+    metadata = safetensors_metadata(trained.read_bytes())
+    tensors = load_file(str(trained))
+    change(metadata, tensors)
+    path = tmp_path / "tampered.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def set_nan(metadata, tensors):
+    next(iter(tensors.values())).fill_(float("nan"))
+
+
+@pytest.mark.parametrize(
+    "change, phrase",
+    [
+        (lambda m, t: m.update(channels_by_block="{not json"), "has a damaged block list"),
+        (lambda m, t: m.pop("channels_by_block"), "has a damaged block list"),
+        (lambda m, t: m.update(channels_by_block=json.dumps({"down_blocks.0": -1})), "has a damaged block list"),
+        (lambda m, t: m.update(architecture="[1, 2"), "has no readable UNet architecture"),
+        (lambda m, t: t.pop(next(iter(t))), "holds tensors that do not match its own block list (missing 1"),
+        (set_nan, "holds NaN or infinite weights"),
+    ],
+    ids=["block-list-not-json", "block-list-missing", "negative-channels", "architecture-not-json", "tensor-missing",
+         "nan"],
+)  # fmt: skip
+def test_a_damaged_weights_file_is_one_sentence(trained, tiny4, tmp_path, capsys, change, phrase):
+    weights = tampered(trained, tmp_path, change)
+    code, _, err = run_cli(["info", "--model", tiny4, "--device", "cpu", "--latentpaint-weights", weights], capsys)
+    assert_one_line_error(code, err, phrase)
+
+
+def test_info_checks_and_reports_the_weights(trained, tiny4, capsys):
+    code, out, err = run_cli(["info", "--model", tiny4, "--device", "cpu", "--latentpaint-weights", trained], capsys)
+    assert code == 0, err
+    assert json.loads(out)["latentpaint_weights"]["file"].startswith("propagation.safetensors (sha256 ")
+
+
+def test_an_unreadable_training_image_is_named_before_any_step(tiny4, tmp_path, capsys):
+    (tmp_path / "images").mkdir()
+    Image.fromarray(gradient_image(64, 64)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "b.png").write_bytes(b"not a png")
+    code, _, err = run_cli(
+        ["train-latentpaint", tmp_path / "images", "--out", tmp_path / "w.safetensors", "--model", tiny4,
+         "--device", "cpu", "--steps", "3", "--size", "64"],
+        capsys,
+    )  # fmt: skip
+    assert_one_line_error(code, err, "b.png")
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_training_does_not_replace_an_existing_file_unless_asked(trained, tiny4, tmp_path, capsys):
+    before = trained.read_bytes()
+    (tmp_path / "images").mkdir()
+    Image.fromarray(gradient_image(64, 64)).save(tmp_path / "images" / "a.png")
+    args = ["train-latentpaint", tmp_path / "images", "--out", trained, "--model", tiny4, "--device", "cpu",
+            "--steps", "1", "--size", "64"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, "already exists; pass --overwrite")
+    assert trained.read_bytes() == before
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(before)
+    code, _, err = run_cli([*args[:3], copy, *args[4:], "--overwrite"], capsys)
+    assert code == 0, err
+    assert copy.read_bytes() != before
+
+
+def test_the_metadata_says_what_ran_not_what_was_loaded(trained, tiny4):
+    from inpaintkit import Inpainter
+
+    with_weights = Inpainter.from_pretrained(tiny4, device="cpu", latentpaint_weights=trained)
+
+    def variant(**options):
+        image = with_weights(PIXELS, MASK, "x", method="latentpaint", steps=2, seed=1, **options)[0]
+        recorded = image.info["inpaintkit"]
+        return recorded["latentpaint_variant"], recorded["propagation"], "latentpaint_weights" in recorded
+
+    assert variant() == ("fusion + propagation", 1.0, True)
+    assert variant(propagation=0.0) == ("fusion (training-free)", 0.0, False)
+    assert variant(fuse_blocks="none") == ("blend", 0.0, False)
+
+
+def test_fuse_until_counts_steps_without_floating_point_excess():
+    method = METHODS["latentpaint"]
+    # 0.28 * 25 = 7.000000000000001 in floating point: 7 steps fuse, not 8
+    assert method.fused_steps(InpaintSettings(method="latentpaint", fuse_until=0.28), 25) == 7
+    assert method.fused_steps(InpaintSettings(method="latentpaint", fuse_until=0.3), 25) == 8  # 7.5 -> 8
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_propagation_0_or_its_default_need_no_weights(inpainter4, value):
+    """Front ends that always send the default (the web UI's slider, a client copying /v1/models) must work."""
+    image = inpainter4(PIXELS, MASK, "x", method="latentpaint", steps=2, seed=1, propagation=value)[0]
+    assert image.info["inpaintkit"]["latentpaint_variant"] == "fusion (training-free)"

@@ -86,3 +86,13 @@ def test_the_ui_builds_each_control_from_its_declaration():
             assert [choice[1] for choice in control.choices] == list(option.choices)
         else:
             assert control.minimum == option.minimum
+
+
+def test_the_web_ui_s_run_handler_takes_every_option():
+    """The UI's Run inputs are the handler's parameters (ui/app.py): an option missing there is shown, then ignored."""
+    import inspect
+
+    from inpaintkit.ui.jobs import InpaintJobs
+
+    parameters = set(inspect.signature(InpaintJobs.inpaint).parameters)
+    assert {option.name for option in OPTIONS} <= parameters

@@ -135,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--fuse-blocks",
         choices=[blocks for blocks in FUSE_BLOCKS if blocks != "none"],
-        default="down,mid,up",
-        help="the blocks to train a module for (default down,mid,up)",
+        default="all",
+        help="the blocks to train a module for (default all: down, mid and up)",
     )
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_model_arguments(train)
     add_speed_arguments(train)
 
@@ -638,7 +639,7 @@ def command_make_tiny_model(arguments: argparse.Namespace) -> int:
 
 def command_train_latentpaint(arguments: argparse.Namespace) -> int:
     from .io import atomic_file, check_writable
-    from .methods.feature_fusion import unet_architecture
+    from .methods.feature_fusion import block_groups, unet_architecture
     from .propagation_training import check_training, train_propagation, training_images
 
     out = arguments.out
@@ -646,6 +647,8 @@ def command_train_latentpaint(arguments: argparse.Namespace) -> int:
         raise InputError(f"--out {out}: the propagation module is written as a .safetensors file.")
     if arguments.latentpaint_weights is not None:
         raise InputError("train-latentpaint trains a new module; --latentpaint-weights (continuing one) is not used.")
+    if out.exists() and not arguments.overwrite:
+        raise InputError(f"{out} already exists; pass --overwrite to replace it.")
     images = training_images(arguments.images)
     check_writable(out.parent, [out.name])
     inpainter = inpainter_from_arguments(arguments)
@@ -667,7 +670,7 @@ def command_train_latentpaint(arguments: argparse.Namespace) -> int:
         learning_rate=arguments.learning_rate,
         size=size,
         seed=arguments.seed,
-        blocks=tuple(arguments.fuse_blocks.split(",")),
+        blocks=block_groups(arguments.fuse_blocks),
         on_step=report,
     )
     if trained.steps == 0:
@@ -684,6 +687,8 @@ def command_train_latentpaint(arguments: argparse.Namespace) -> int:
 
 
 def command_info(arguments: argparse.Namespace) -> int:
+    from .methods.feature_fusion import unet_architecture
+    from .methods.propagation import load_propagation
     from .models import load_components
 
     components = load_components(
@@ -696,6 +701,9 @@ def command_info(arguments: argparse.Namespace) -> int:
         "device": str(components.device),
         "dtype": str(components.dtype).removeprefix("torch."),
     }
+    if arguments.latentpaint_weights is not None:  # checked against the model, as `run` would
+        weights = load_propagation(arguments.latentpaint_weights, unet_architecture(components.unet))
+        description["latentpaint_weights"] = {"file": weights.source, "blocks": list(weights.channels_by_block)}
     print(json.dumps(description, indent=2))
     return 0
 

@@ -45,7 +45,10 @@ class Denoiser:
 
         A method may stack several passes along the batch (`passes` copies of what `batched` returns): the
         conditioning is repeated to match, each pass's guidance halves in their order."""
-        passes = len(model_input) // len(self.conditioning.context)
+        per_pass = len(self.conditioning.context)
+        passes, rest = divmod(len(model_input), per_pass)
+        if rest or not passes:
+            raise ValueError(f"A batch of {len(model_input)} is not whole passes of the conditioning's {per_pass}.")
         return self.components.family.denoise(self.components, model_input, self.timesteps[i], self._for(passes))
 
     def _for(self, passes: int) -> Conditioning:

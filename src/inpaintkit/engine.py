@@ -122,12 +122,12 @@ def denoise(
             change_map,
         )
         state.stopper = stopper
-        latents = method.start(state, latents)
         denoiser = Denoiser(
             components, scheduler, timesteps, timestep_values, guidance, conditioning,
             None if condition is None else guidance.batch(condition),
         )  # fmt: skip
-        state.denoiser = denoiser
+        state.denoiser = denoiser  # before start: a method may call the network there
+        latents = method.start(state, latents)
         step_kwargs = scheduler_step_kwargs(scheduler, generators)
 
         # 5. The loop, with whatever the method patches into the denoiser for this job (always restored).

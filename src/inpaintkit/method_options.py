@@ -74,7 +74,7 @@ OPTIONS: tuple[MethodOption, ...] = (
         minimum=0, maximum=999, metavar="T",
     ),
     MethodOption(
-        "fuse_blocks", "latentpaint", str, "down,mid,up", "the UNet blocks whose hidden states take the context "
+        "fuse_blocks", "latentpaint", str, "all", "the UNet blocks whose hidden states take the context "
         "pass's in the known region", "Fuse blocks", choices=FUSE_BLOCKS,
     ),
     MethodOption(
@@ -82,8 +82,9 @@ OPTIONS: tuple[MethodOption, ...] = (
         "rest cost what blend does", "Fuse until", minimum=0.0, maximum=1.0,
     ),
     MethodOption(
-        "propagation", "latentpaint", float, 1.0, "scale of the trained propagation module's output (needs a model "
-        "loaded with --latentpaint-weights)", "Propagation", minimum=0.0, maximum=4.0,
+        "propagation", "latentpaint", float, 1.0, "scale of the trained propagation module's output (a model loaded "
+        "with --latentpaint-weights; without one, only 0 and the default 1 are accepted)", "Propagation",
+        minimum=0.0, maximum=4.0,
     ),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

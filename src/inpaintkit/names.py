@@ -32,8 +32,8 @@ METHOD_SUMMARIES: dict[str, str] = {
 }
 METHOD_NAMES = ("auto", *METHOD_SUMMARIES)
 
-# latentpaint's --fuse-blocks: which of the UNet's down, mid and up blocks fuse hidden states
-FUSE_BLOCKS = ("down,mid,up", "down,mid", "mid,up", "down", "mid", "up", "none")
+# latentpaint's --fuse-blocks: which of the UNet's down, mid and up blocks fuse hidden states ("all": the three)
+FUSE_BLOCKS = ("all", "down+mid", "mid+up", "down+up", "down", "mid", "up", "none")
 
 # bld's --reconstruct
 RECONSTRUCTIONS = ("none", "pixel", "poisson", "optimize")

@@ -38,12 +38,15 @@ MASK_SIDES = (0.25, 0.75)  # each random box's sides, as fractions of the image'
 
 
 def training_images(folder: Path) -> list[Path]:
-    """The images in `folder` (not its subfolders), sorted; one sentence when there are none."""
+    """The images in `folder` (not its subfolders), sorted, each opened once now: an unreadable one is named before
+    any training, not hours into it. One sentence when there are none."""
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of images.")
     images = sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if not images:
         raise InputError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    for path in images:
+        open_image(path)  # InputError naming the file: not an image, truncated, too large, corrupt EXIF
     return images
 
 

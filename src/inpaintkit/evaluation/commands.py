@@ -50,6 +50,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
         "compile": arguments.compile,
         "vae_tiling": arguments.vae_tiling,
         "fuse_qkv": arguments.fuse_qkv,
+        "latentpaint_weights": arguments.latentpaint_weights,
         "settings": base,
     }
     check_same_run(dst, run, arguments.overwrite)

@@ -25,6 +25,13 @@ from .propagation import PropagationModules
 BLOCK_GROUPS = ("down", "mid", "up")
 
 
+def block_groups(choice: str) -> tuple[str, ...]:
+    """The groups a --fuse-blocks choice names: "all", "none", or groups joined by "+" ("mid+up")."""
+    if choice == "all":
+        return BLOCK_GROUPS
+    return () if choice == "none" else tuple(choice.split("+"))
+
+
 def unet_blocks(unet: nn.Module, groups: tuple[str, ...] = BLOCK_GROUPS) -> dict[str, nn.Module]:
     """The UNet's blocks in the named groups, by their module names, in the order the UNet runs them."""
     blocks: dict[str, nn.Module] = {}

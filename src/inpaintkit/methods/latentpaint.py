@@ -26,7 +26,9 @@ else is our reconstruction, each choice with its reason:
     features (the public reimplementation used the full image).
   - The context pass is the network's own features on that input, batched with the generation pass in one call
     (the reimplementation fused the raw noised VAE latent into every block, mismatching channels and meaning).
-  - Blocks: all down, mid and up blocks by default (`--fuse-blocks`), down blocks' skip connections included.
+  - Blocks: all down, mid and up blocks by default (`--fuse-blocks all`), down blocks' skip connections included.
+    Propagation acts on a block's main output: in a down block, a skip connection that is the same tensor takes the
+    fused (not the propagated) features, in training as in inference.
   - m_l is the binary latent mask average-pooled to each block's resolution ("Eq. 11" as the reimplementation reads
     it): a partly known cell mixes both passes in proportion.
   - Fusion runs at every step by default (`--fuse-until 1`); the paper's schedule, if it has one, is unknown.
@@ -46,7 +48,7 @@ import torch
 
 from ..errors import InputError
 from .blend import Blend
-from .feature_fusion import FeatureFusion, unet_blocks
+from .feature_fusion import FeatureFusion, block_groups, unet_blocks
 
 
 class LatentPaint(Blend):
@@ -60,17 +62,36 @@ class LatentPaint(Blend):
                 "--method latentpaint hooks the UNet's blocks, which a torch.compile'd UNet would skip without a "
                 "word; load the model without --compile for this method."
             )
-        if settings.propagation is not None and "latentpaint" not in components.method_weights:
+        # Without a module, 0 and the default ask for nothing: front ends that always send the default still work.
+        asked = settings.propagation not in (None, 0.0, self.defaults["propagation"])
+        if asked and "latentpaint" not in components.method_weights:
             raise InputError(
-                "--propagation scales LatentPaint's trained propagation module, and none is loaded; load one with "
-                "--latentpaint-weights FILE (write it with inpaintkit train-latentpaint) or leave --propagation out."
+                f"--propagation {settings.propagation} scales LatentPaint's trained propagation module, and none is "
+                "loaded; load one with --latentpaint-weights FILE (write it with inpaintkit train-latentpaint)."
             )
 
     def metadata(self, components, settings) -> dict:
+        """What ran, not what was loaded: fusion only on fused steps; propagation only where a module sits on a fused
+        block and its scale is above 0."""
+        fused = self.fused_steps(settings, self.steps_run(settings)) > 0
         weights = components.method_weights.get("latentpaint")
-        if weights is None:
-            return {"latentpaint_variant": "fusion (training-free)", "propagation": 0.0}
-        return {"latentpaint_variant": "fusion + propagation", "latentpaint_weights": weights.source}
+        blocks = unet_blocks(components.unet, block_groups(self.option(settings, "fuse_blocks")))
+        propagated = (
+            fused
+            and weights is not None
+            and self.option(settings, "propagation") > 0
+            and any(weights.at(name) is not None for name in blocks)
+        )
+        variant = "fusion + propagation" if propagated else "fusion (training-free)" if fused else "blend"
+        recorded: dict = {"latentpaint_variant": variant}
+        if propagated:
+            recorded["latentpaint_weights"] = weights.source
+        else:
+            recorded["propagation"] = 0.0  # nothing was scaled
+        return recorded
+
+    def work_options_hint(self) -> str:
+        return " or --fuse-until"
 
     def denoiser_calls(self, settings) -> int:
         # Each fused step evaluates the network on twice the batch: the context pass is work like a second call.
@@ -80,7 +101,8 @@ class LatentPaint(Blend):
         """How many of the `steps` that run fuse: the first fuse_until of them, none when no block is chosen."""
         if self.option(settings, "fuse_blocks") == "none":
             return 0
-        return math.ceil(self.option(settings, "fuse_until") * steps)
+        # rounded first: 0.28 * 25 is 7.000000000000001 in floating point, which is 7 steps, not 8
+        return math.ceil(round(self.option(settings, "fuse_until") * steps, 9))
 
     @contextlib.contextmanager
     def patched(self, state) -> Iterator[None]:
@@ -88,7 +110,7 @@ class LatentPaint(Blend):
         if self.fused_steps(settings, state.schedule.steps) == 0:
             yield  # nothing to patch: blend's steps
             return
-        groups = tuple(self.option(settings, "fuse_blocks").split(","))
+        groups = block_groups(self.option(settings, "fuse_blocks"))
         fusion = FeatureFusion(
             unet_blocks(components.unet, groups),
             state.denoiser.guidance.batch(state.mask),

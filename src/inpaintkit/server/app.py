@@ -74,6 +74,7 @@ class MethodInfo(BaseModel):
     name: str
     summary: str
     options: dict[str, Any]  # this method's options and their defaults
+    trained_parts: Optional[str] = None  # a trained part loaded with the model (latentpaint's propagation file)
 
 
 class ModelsResult(BaseModel):
@@ -384,7 +385,12 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
     return ModelsResult(
         models=[model],
         methods=[
-            MethodInfo(name=method.name, summary=method.summary, options=dict(method.defaults))
+            MethodInfo(
+                name=method.name,
+                summary=method.summary,
+                options=dict(method.defaults),
+                trained_parts=trained_parts(inpainter, method.name),
+            )
             for method in METHODS.values()
         ],
         schedulers=list(SCHEDULER_NAMES),
@@ -400,6 +406,11 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
             "max_settings_bytes": MAX_SETTINGS_BYTES,
         },
     )
+
+
+def trained_parts(inpainter: Optional[Inpainter], method: str) -> Optional[str]:
+    weights = None if inpainter is None else inpainter.components.method_weights.get(method)
+    return None if weights is None else weights.source
 
 
 def add_error_handlers(app: FastAPI) -> None:
