@@ -629,9 +629,16 @@ def test_send_images_false_answers_the_info_without_images(http):
     assert response.json()["images"] == [] and json.loads(response.json()["info"])["all_seeds"] == [9]
 
 
-@pytest.mark.xfail(strict=True, reason="src defect: only batch_size x n_iter is checked, so -1 x -1 runs one image")
 def test_negative_batch_size_is_refused(http):
-    assert_a1111_error(img2img(http, batch_size=-1, n_iter=-1), 422, "batch_size")
+    """Each count is checked, not only their product (-1 x -1 ran one image)."""
+    assert_a1111_error(img2img(http, batch_size=-1, n_iter=-1), 422, "batch_size must be at least 1, got -1")
+
+
+def test_width_and_height_are_not_checked_when_only_the_mask_s_window_is_used(http):
+    """inpaint_full_res works at the model's size and answers the input's: webuiapi's 512x512 default must not be
+    refused by a service whose pixel limit is smaller."""
+    response = img2img(http, inpaint_full_res=True, width=100_000, height=100_000, steps=1, denoising_strength=1.0)
+    assert response.status_code == 200, response.text
 
 
 def test_cors_preflight_for_a_browser_client(inpainter9):

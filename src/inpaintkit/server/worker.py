@@ -352,10 +352,12 @@ class InferenceWorker:
             )
         else:
             self._learn_speed(job)  # before the reply: a client that reads the estimate next must see this job in it
+            self.running = None  # before the reply too: a client that asks /progress next must find the worker idle
             job.settle(result=images)
             return
         if out_of_memory:
             free_memory()  # after the except block, so the traceback's tensors are already released
+        self.running = None
         job.settle(error=error)
 
     def _learn_speed(self, job: Job) -> None:

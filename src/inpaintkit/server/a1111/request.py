@@ -170,7 +170,13 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
         sampler = resolve_sampler(request.sampler_name or request.sampler_index, request.scheduler)
     except InputError as error:
         raise ServiceError(422, str(error)) from None
-    if not (1 <= request.width and 1 <= request.height and request.width * request.height <= max_pixels):
+    for name in ("batch_size", "n_iter"):
+        if getattr(request, name) < 1:
+            raise ServiceError(422, f"{name} must be at least 1, got {getattr(request, name)}.")
+    full_res = isinstance(request, Img2Img) and request.inpaint_full_res  # width x height are not used then
+    if not full_res and not (
+        1 <= request.width and 1 <= request.height and request.width * request.height <= max_pixels
+    ):
         raise ServiceError(
             422, f"width x height must be at least 1x1 and at most {max_pixels:,} pixels, got "
             f"{request.width}x{request.height}."
