@@ -3,6 +3,7 @@ disconnects (uvicorn in a thread). Ports are chosen by the OS (port 0); every pr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -102,6 +103,18 @@ def post_job(client: httpx.Client, image_png: bytes, steps: int = 1, seed: int =
     )
 
 
+def post_a1111_job(client: httpx.Client, image_png: bytes, seed: int = 0) -> httpx.Response:
+    """The same job through the AUTOMATIC1111 route, as webuiapi sends it (data-URI images, JSON)."""
+    as_uri = "data:image/png;base64,{}".format
+    body = {
+        "init_images": [as_uri(base64.b64encode(image_png).decode())],
+        "mask": as_uri(base64.b64encode(MASK_PNG).decode()),
+        "steps": 1, "seed": seed, "denoising_strength": 1.0, "mask_blur": 0, "inpaint_full_res": False,
+        "width": SIZE, "height": SIZE, "sampler_name": "Euler a", "alwayson_scripts": {},
+    }  # fmt: skip
+    return client.post("/sdapi/v1/img2img", json=body)
+
+
 CLIENTS, REQUESTS_PER_CLIENT = 20, 10  # 200 requests in all, in two halves of 100
 
 
@@ -113,12 +126,15 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
             with httpx.Client(base_url=server.url, timeout=30) as client:  # a hang fails the test within 30 s
                 for k in requests:
                     image = gradient_image(SIZE, SIZE, seed=client_index * 100 + k)  # each request its own input
-                    response = post_job(client, png_bytes(image), seed=k)
+                    a1111 = client_index % 2 == 1  # half the clients speak A1111's API: one queue for both
+                    response = (post_a1111_job if a1111 else post_job)(client, png_bytes(image), seed=k)
                     if response.status_code == 200:
-                        assert_background_kept(response.content, image=image)
+                        png = base64.b64decode(response.json()["images"][0]) if a1111 else response.content
+                        assert_background_kept(png, image=image)
                     else:
                         assert response.status_code == 429, response.text
-                        assert int(response.headers["retry-after"]) >= 1 and "queue is full" in response.json()["error"]
+                        message = response.json()["detail" if a1111 else "error"]
+                        assert int(response.headers["retry-after"]) >= 1 and "queue is full" in message
                         time.sleep(0.02)  # a client that backs off a little, as Retry-After asks (but shorter)
                     outcomes.append((response.status_code, True))
             return outcomes
@@ -153,7 +169,7 @@ def test_load_every_request_answered_backgrounds_kept_memory_flat(tiny9):
         )
         assert growth < 20 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over the second 100 requests"
 
-        lines = [line for line in server.request_log() if line["path"] == "/v1/inpaint"]
+        lines = [line for line in server.request_log() if line["path"] in ("/v1/inpaint", "/sdapi/v1/img2img")]
         assert sorted(line["status"] for line in lines) == sorted(statuses)  # one log line per request
         served = [line for line in lines if line["status"] == 200]
         assert all(line["queue_wait_s"] >= 0 and line["run_s"] > 0 and len(line["id"]) == 16 for line in served)
