@@ -33,7 +33,7 @@ from .names import (
     PIPE_MASKS,
     TINY_FAMILIES,
 )
-from .schedulers import SCHEDULER_NAMES
+from .schedulers import SCHEDULER_NAMES, SPACINGS
 
 if TYPE_CHECKING:
     from .settings import InpaintSettings
@@ -352,6 +352,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
     outputs.add_argument("--overwrite", action="store_true", help="replace existing output files")
     outputs.add_argument("--quiet", action="store_true", help="no progress bar or messages, only errors")
+    parser.add_argument(
+        "--fuse-lora",
+        action="store_true",
+        help="merge the --lora weights into the model once, for every image of this run (faster UNet calls)",
+    )
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> argparse._ArgumentGroup:
@@ -370,6 +375,21 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
     generation.add_argument("--seed", type=int, help=seed_help)
     generation.add_argument(
         "--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)"
+    )
+    generation.add_argument(
+        "--spacing",
+        default="default",
+        choices=SPACINGS,
+        help="timestep spacing (default: the model's config; trailing for Lightning, Hyper-SD and Turbo models)",
+    )
+    generation.add_argument(
+        "--lora",
+        dest="loras",
+        action="append",
+        default=[],
+        metavar="SOURCE[:WEIGHT]",
+        help="a LoRA (.safetensors file, folder or hub id; diffusers or Kohya/A1111 layout) and its weight (default "
+        "1); repeat for several",
     )
     masking = parser.add_argument_group("mask, crop and finishing")
     masking.add_argument(
@@ -553,7 +573,8 @@ def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
     from .settings import InpaintSettings
 
-    return InpaintSettings(**{field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)})
+    values = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)}
+    return InpaintSettings(**{**values, "loras": tuple(values["loras"])})
 
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:

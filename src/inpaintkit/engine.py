@@ -76,7 +76,7 @@ def denoise(
     """
     device, family = components.device, components.family
     generators = generators_for(settings.seeds())
-    guidance = guidance_for(settings.guidance)
+    guidance = guidance_for(settings.guidance, components.capabilities.guidance_embedding_dim)
 
     stopper = Stopper(should_stop)
     # A tiled VAE calls its encoder and decoder once per tile: the finest place a long encode or decode can stop.
@@ -102,6 +102,7 @@ def denoise(
                 for text, unconditional in guidance.prompts(settings.prompt, settings.negative_prompt)
             ]
         )
+        conditioning.extras.update(guidance.extras(len(conditioning.context), device, components.dtype))
 
         # 3. Image, mask and masked image as tensors, in pixel space.
         image = torch.tensor(pixels).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
@@ -151,7 +152,8 @@ def denoise(
 
 def build_scheduler(method, settings: InpaintSettings, model_config: dict):
     """A fresh scheduler of the requested kind, as the method accepts or substitutes it."""
-    scheduler = make_scheduler(method.scheduler_name(settings.scheduler, model_config["_class_name"]), model_config)
+    name = method.scheduler_name(settings.scheduler, model_config["_class_name"])
+    scheduler = make_scheduler(name, model_config, settings.spacing)
     method.check_scheduler(scheduler)
     return scheduler
 

@@ -1,4 +1,5 @@
-"""How the denoiser's predictions are combined into one: classifier-free guidance, or none.
+"""How the denoiser's predictions are combined into one: classifier-free guidance, none, or guidance the denoiser
+takes as an input (embedded).
 
 A small part of its own (after Stability's `sgm` guiders), so the loop does not know which is used and a
 family can bring another (Flux's embedded guidance is a setting of the denoiser, not a second batch).
@@ -29,6 +30,9 @@ class ClassifierFreeGuidance:
         unconditional, conditional = prediction.chunk(2)
         return unconditional + self.scale * (conditional - unconditional)
 
+    def extras(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
+        return {}
+
 
 @dataclass(frozen=True)
 class NoGuidance:
@@ -43,9 +47,35 @@ class NoGuidance:
     def combine(self, prediction: torch.Tensor) -> torch.Tensor:
         return prediction
 
+    def extras(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
+        return {}
 
-Guidance = ClassifierFreeGuidance | NoGuidance
+
+@dataclass(frozen=True)
+class EmbeddedGuidance(NoGuidance):
+    """A guidance-distilled denoiser (Latent Consistency Models, Luo et al., arXiv 2310.04378) is told the scale as an
+    input: one call on the prompt, the scale w - 1 as VDM's sinusoidal embedding (`timestep_cond`), as diffusers'
+    pipelines do for a UNet with `time_cond_proj_dim`."""
+
+    scale: float = 1.0
+    dim: int = 256
+
+    def extras(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
+        w = torch.tensor(self.scale - 1.0).repeat(batch) * 1000.0  # float32 in diffusers' order: the same bits
+        half = self.dim // 2
+        step = torch.log(torch.tensor(10000.0)) / (half - 1)
+        angles = w[:, None] * torch.exp(torch.arange(half, dtype=torch.float32) * -step)[None, :]
+        embedding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+        if self.dim % 2:
+            embedding = torch.nn.functional.pad(embedding, (0, 1))
+        return {"timestep_cond": embedding.to(device=device, dtype=dtype)}
 
 
-def guidance_for(scale: float) -> Guidance:
+Guidance = ClassifierFreeGuidance | NoGuidance | EmbeddedGuidance
+
+
+def guidance_for(scale: float, embedding_dim: int | None = None) -> Guidance:
+    """CFG above 1, none at or below; a guidance-distilled UNet (`embedding_dim`) takes the scale as an input."""
+    if embedding_dim is not None:
+        return EmbeddedGuidance(scale, embedding_dim)
     return ClassifierFreeGuidance(scale) if scale > 1.0 else NoGuidance()

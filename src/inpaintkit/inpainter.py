@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from .errors import InputError, first_line
 from .fill import fill_masked, fill_window
 from .finish import paste_back
 from .io import ImageLike, load_image_and_mask, open_image, to_rgb_array
+from .lora_specs import parse_loras
+from .loras import LoraAdapters
 from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
 from .methods.feature_fusion import unet_architecture
@@ -38,8 +40,11 @@ class Inpainter:
     Each returned image carries its settings, seed included, in `image.info["inpaintkit"]`.
     """
 
-    def __init__(self, components: Components):
+    def __init__(self, components: Components, lora_root: str | Path | None = None):
         self.components = components
+        # The LoRAs loaded into this model (each once) and switched on per job; with `lora_root`, a job names them
+        # by file name in that folder (the service and the web UI), else by any path or hub id.
+        self.loras = LoraAdapters(components, None if lora_root is None else Path(lora_root))
 
     @classmethod
     def from_pretrained(
@@ -55,12 +60,16 @@ class Inpainter:
         offload: bool = False,
         fuse_qkv: bool = False,
         latentpaint_weights: str | Path | None = None,
+        lora_root: str | Path | None = None,
+        fuse_loras: Sequence[str] = (),
     ) -> "Inpainter":
         """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file (with `config` offline).
 
         Speed and memory options (see acceleration.py): `compile` the UNet, `vae_tiling` "auto"/"on"/"off",
         `offload` models to the CPU between uses (CUDA only), `fuse_qkv` attention projections.
         `latentpaint_weights`: a propagation module written by `inpaintkit train-latentpaint` for this model.
+        `lora_root`: the folder a job's LoRAs are named in (else any path or hub id); `fuse_loras`: LoRAs
+        (SOURCE[:WEIGHT]) merged into the weights now, for a run whose every job uses them (faster calls).
         """
         acceleration = Acceleration(compile=compile, vae_tiling=vae_tiling, offload=offload, fuse_qkv=fuse_qkv)
         torch_device = resolve_device(device)
@@ -80,8 +89,10 @@ class Inpainter:
             components.method_weights["latentpaint"] = load_propagation(
                 latentpaint_weights, unet_architecture(components.unet)
             ).to(torch_device, components.dtype)
+        inpainter = cls(components, lora_root)
+        inpainter.loras.fuse(parse_loras(fuse_loras))  # before compile: the compiled graph then has the merged weights
         accelerate(components, acceleration)
-        return cls(components)
+        return inpainter
 
     @property
     def capabilities(self) -> Capabilities:
@@ -142,10 +153,11 @@ class Inpainter:
             log.info("%s: %s %s.", method.name, name, how)
         pixels, mask_values = load_image_and_mask(image, mask)
         regions = mask_regions(mask_values, settings.mask_grow, settings.mask_blur, method.soft_mask)
-        tiled = False
+        tiled, loras = False, []
         if regions.box is not None:
             hooks = JobHooks(callback, should_stop)
-            generated, box, tiled = self._generate(pixels, regions, settings, method, hooks)
+            with self.loras.active(parse_loras(settings.loras)) as loras:  # off again however the job ends
+                generated, box, tiled = self._generate(pixels, regions, settings, method, hooks)
             images = [self._finish(each, box, pixels, regions, settings, method) for each in generated]
         else:
             log.warning(
@@ -154,6 +166,8 @@ class Inpainter:
             )
             images = [pixels] * settings.num_images
         parameters = self._job_parameters(settings, method, tiled, adapted)
+        if loras:
+            parameters["loras"] = loras  # each source with its weight and the file's digest
         return [
             with_parameters(Image.fromarray(each), {**parameters, "seed": seed})
             for each, seed in zip(images, settings.seeds())
@@ -173,6 +187,13 @@ class Inpainter:
             )
         method = resolve_method(settings.method, self.capabilities, settings)
         method.check_components(self.components, settings)
+        loras = parse_loras(settings.loras)
+        if loras and self.components.acceleration.compile and loras != self.loras.fused:
+            raise InputError(
+                "LoRAs switched per job change the UNet's layers, which a torch.compile'd UNet would not see; fuse "
+                "them at load (--fuse-lora) or load the model without --compile."
+            )
+        self.loras.check(loras)
         scheduler = build_scheduler(method, settings, self.components.scheduler_config)
         try:
             scheduler.set_timesteps(settings.steps)

@@ -40,6 +40,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
     )
     group.add_argument(
+        "--loras-dir",
+        metavar="DIR",
+        help="a folder of LoRA .safetensors files: jobs name their LoRAs by file name in it (ui and serve: only those)",
+    )
+    group.add_argument(
         "--latentpaint-weights",
         metavar="FILE",
         help="a trained LatentPaint propagation module for this model (inpaintkit train-latentpaint)",
@@ -85,6 +90,8 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         offload=arguments.offload,
         fuse_qkv=arguments.fuse_qkv,
         latentpaint_weights=arguments.latentpaint_weights,
+        lora_root=arguments.loras_dir,
+        fuse_loras=tuple(arguments.loras) if getattr(arguments, "fuse_lora", False) else (),
     )
 
 

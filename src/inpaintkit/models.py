@@ -36,6 +36,8 @@ class Capabilities:
     vae_scale_factor: int  # pixels per latent cell along each side
     native_size: int  # the resolution the UNet was built for, in pixels
     untrained: bool  # written by `inpaintkit make-tiny-model`
+    # A guidance-distilled UNet (LCM) takes the guidance scale as an embedding of this size instead of a CFG batch
+    guidance_embedding_dim: Optional[int] = None
 
     @property
     def inpainting_unet(self) -> bool:
@@ -51,6 +53,7 @@ class Capabilities:
             "vae_scale_factor": self.vae_scale_factor,
             "native_size": self.native_size,
             "untrained": self.untrained,
+            "guidance_embedding_dim": self.guidance_embedding_dim,
         }
 
 
@@ -346,8 +349,6 @@ def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
             f"Model '{model}' has a UNet with {in_channels} input channels; only 4 (ordinary) or 9 (inpainting) are "
             "supported."
         )
-    if getattr(unet_config, "time_cond_proj_dim", None) is not None:
-        raise InputError(f"Model '{model}' is a guidance-distilled (LCM-style) UNet, which is not supported yet.")
     vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
     sample_size = unet_config.sample_size
     sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
@@ -359,4 +360,5 @@ def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
         vae_scale_factor=vae_scale_factor,
         native_size=int(sample_size) * vae_scale_factor,
         untrained=Path(model).expanduser().is_dir() and is_untrained(Path(model).expanduser()),
+        guidance_embedding_dim=getattr(unet_config, "time_cond_proj_dim", None),
     )

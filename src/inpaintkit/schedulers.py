@@ -24,8 +24,15 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
     "lms-karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+    # Few-step samplers: Latent Consistency Models (Luo et al., arXiv 2310.04378) and Trajectory Consistency
+    # Distillation (Zheng et al., arXiv 2402.19159), for LCM/TCD-distilled UNets or their LoRAs.
+    "lcm": ("LCMScheduler", {}),
+    "tcd": ("TCDScheduler", {}),
 }
 SCHEDULER_NAMES = ("default", *SCHEDULERS)
+# How the steps' timesteps are spread: the model's config, or diffusers' spacings. "trailing" (Lin et al., arXiv
+# 2305.08891) ends on the last training timestep, which SDXL-Lightning, Hyper-SD and SDXL-Turbo expect.
+SPACINGS = ("default", "leading", "linspace", "trailing")
 # diffusers' schedulers whose latents carry sigma-scaled noise (init_noise_sigma > 1), by class name.
 SIGMA_SCHEDULERS = (
     "EulerDiscreteScheduler",
@@ -44,8 +51,15 @@ def check_scheduler_name(name: str) -> str:
     return name
 
 
-def make_scheduler(name: str, model_config: dict[str, Any]):
-    """A fresh scheduler (they hold per-job state). 'default' rebuilds the model's own class."""
+def check_spacing(spacing: str) -> str:
+    if spacing not in SPACINGS:
+        raise InputError(f"Unknown timestep spacing '{spacing}'; choose one of: {', '.join(SPACINGS)}.")
+    return spacing
+
+
+def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "default"):
+    """A fresh scheduler (they hold per-job state). 'default' rebuilds the model's own class; `spacing` other than
+    'default' replaces the config's timestep_spacing."""
     import diffusers
 
     check_scheduler_name(name)
@@ -58,4 +72,6 @@ def make_scheduler(name: str, model_config: dict[str, Any]):
         raise InputError(
             f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
         )
+    if check_spacing(spacing) != "default":
+        overrides = {**overrides, "timestep_spacing": spacing}
     return scheduler_class.from_config(model_config, **overrides)

@@ -12,15 +12,21 @@ import numpy as np
 
 from .errors import InputError
 from .fill import FILLS
+from .lora_specs import parse_loras
 from .names import MAX_JOB_IMAGES, MAX_TEXT_LENGTH
-from .schedulers import check_scheduler_name
+from .schedulers import check_scheduler_name, check_spacing
 
 MAX_SEED = 2**32 - 1
 # Each setting's kind of value, read from its annotation below (FIELD_KINDS, OPTIONAL_FIELDS).
-ANNOTATION_KINDS = {"str": "text", "float": "number", "int": "whole", "bool": "boolean"}
-KIND_CLASSES = {"text": str, "number": numbers.Real, "whole": numbers.Integral, "boolean": (bool, np.bool_)}
-KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool}
-KIND_NAMES = {"text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false"}
+ANNOTATION_KINDS = {"str": "text", "float": "number", "int": "whole", "bool": "boolean", "tuple[str, ...]": "texts"}
+KIND_CLASSES = {
+    "text": str, "number": numbers.Real, "whole": numbers.Integral, "boolean": (bool, np.bool_), "texts": (list, tuple)
+}  # fmt: skip
+KIND_TYPES = {"text": str, "number": float, "whole": int, "boolean": bool, "texts": tuple}
+KIND_NAMES = {
+    "text": "text", "number": "a number", "whole": "a whole number", "boolean": "true or false",
+    "texts": "a list of texts",
+}  # fmt: skip
 
 
 MAX_WHOLE = 2**63 - 1  # the largest int64
@@ -40,12 +46,14 @@ class InpaintSettings:
     seed: int | None = None  # None: a random seed, stored in each output's metadata
     num_images: int = 1
     scheduler: str = "default"
+    spacing: str = "default"  # timestep spacing: the model's, leading, linspace or trailing
     mask_grow: int = 0
     mask_blur: int = 0
     paste_back: bool = True
     crop_padding: int | None = None  # None: inpaint the whole image; PX: only the mask's window plus PX
     fill: str = "original"  # what the masked area starts as before it is encoded (matters for strength < 1)
     color_match: bool = False
+    loras: tuple[str, ...] = ()  # each SOURCE[:WEIGHT] (lora_specs.py), switched on for this job only
     # Method options: None means the method's own default. Each belongs to one method (methods/*.py).
     blend_start: float | None = None
     mask_dilation_iterations: int | None = None
@@ -89,6 +97,8 @@ class InpaintSettings:
         if self.fill not in FILLS:
             raise InputError(f"Unknown fill '{self.fill}'; choose one of: {', '.join(FILLS)}.")
         check_scheduler_name(self.scheduler)
+        check_spacing(self.spacing)
+        parse_loras(self.loras)
 
     def _check_types(self) -> None:
         """API callers can pass anything: each field must have its kind of value (numpy scalars included), finite."""
@@ -112,6 +122,8 @@ class InpaintSettings:
                 raise InputError(f"Setting {field.name} must be a finite number, got {value!r}.")
             if kind == "text" and not _is_unicode(value):
                 raise InputError(f"Setting {field.name} is not valid Unicode text (it holds a lone surrogate).")
+            if kind == "texts" and not all(isinstance(item, str) and _is_unicode(item) for item in value):
+                raise InputError(f"Setting {field.name} must be a list of texts, got {list(value)!r:.200}.")
             setattr(self, field.name, value)
 
     @classmethod
@@ -134,7 +146,8 @@ class InpaintSettings:
         return [self.seed + k for k in range(self.num_images)]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting, lists as lists (JSON's, the metadata's and the service's form)."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
 
 
 # Annotations are strings here (`from __future__ import annotations`): "int", "int | None", ...

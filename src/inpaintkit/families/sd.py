@@ -41,7 +41,13 @@ class StableDiffusion(Family):
     def denoise(
         self, components: Components, model_input: torch.Tensor, t: torch.Tensor, conditioning: Conditioning
     ) -> torch.Tensor:
-        return components.unet(model_input, t, encoder_hidden_states=conditioning.context, return_dict=False)[0]
+        return components.unet(
+            model_input,
+            t,
+            encoder_hidden_states=conditioning.context,
+            timestep_cond=conditioning.extras.get("timestep_cond"),  # a guidance-distilled UNet's embedded scale
+            return_dict=False,
+        )[0]
 
 
 def warn_if_truncated(tokenizer, text: str, what: str) -> None:

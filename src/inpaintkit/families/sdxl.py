@@ -104,5 +104,10 @@ class StableDiffusionXL(Family):
     ) -> torch.Tensor:
         added = {"text_embeds": conditioning.pooled, "time_ids": conditioning.extras["time_ids"]}
         return components.unet(
-            model_input, t, encoder_hidden_states=conditioning.context, added_cond_kwargs=added, return_dict=False
+            model_input,
+            t,
+            encoder_hidden_states=conditioning.context,
+            timestep_cond=conditioning.extras.get("timestep_cond"),  # a guidance-distilled UNet's embedded scale
+            added_cond_kwargs=added,
+            return_dict=False,
         )[0]

@@ -17,7 +17,7 @@ from ..errors import InputError, shown
 from ..fill import FILLS
 from ..method_options import OPTIONS
 from ..methods import METHOD_NAMES
-from ..schedulers import SCHEDULER_NAMES
+from ..schedulers import SCHEDULER_NAMES, SPACINGS
 from ..settings import FIELD_KINDS, KIND_NAMES, MAX_TEXT_LENGTH, OPTIONAL_FIELDS, InpaintSettings
 from .errors import ServiceError
 
@@ -30,6 +30,7 @@ MAX_SETTINGS_BYTES = 64 * 1024
 CHOICES = {
     "method": METHOD_NAMES,
     "scheduler": SCHEDULER_NAMES,
+    "spacing": SPACINGS,
     "fill": FILLS,
     **{option.name: option.choices for option in OPTIONS if option.choices},
 }
@@ -60,7 +61,14 @@ def parse_number(text: str) -> float:
     return float(text)
 
 
-PARSERS = {"text": str, "number": parse_number, "whole": parse_whole, "boolean": parse_boolean}
+def parse_texts(text: str) -> tuple[str, ...]:
+    """A list as one form field: comma-separated (LoRAs: `a.safetensors:0.8, b.safetensors`)."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+PARSERS = {
+    "text": str, "number": parse_number, "whole": parse_whole, "boolean": parse_boolean, "texts": parse_texts
+}  # fmt: skip
 
 
 def settings_from_form(form: FormData) -> InpaintSettings:
@@ -149,6 +157,7 @@ KIND_SCHEMAS = {
     "number": {"type": "number"},
     "whole": {"type": "integer"},
     "boolean": {"type": "boolean"},
+    "texts": {"type": "string", "description": "comma-separated; in the settings JSON, a list"},
 }
 
 
@@ -168,7 +177,7 @@ def request_body_schema() -> dict[str, Any]:
     }
     for field in fields(InpaintSettings):
         schema = dict(KIND_SCHEMAS[FIELD_KINDS[field.name]])
-        if field.default is not None:
+        if field.default is not None and FIELD_KINDS[field.name] != "texts":
             schema["default"] = field.default
         if field.name in CHOICES:
             schema["enum"] = list(CHOICES[field.name])

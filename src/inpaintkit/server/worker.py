@@ -198,7 +198,7 @@ class InferenceWorker:
     """The model's owner: loads it (if given a loader), then runs queued jobs in order until stopped."""
 
     def __init__(self, inpainter: Inpainter | Callable[[], Inpainter], max_queue: int):
-        self.inpainter: Optional[Inpainter] = inpainter if isinstance(inpainter, Inpainter) else None
+        self.inpainter: Optional[Inpainter] = serving(inpainter) if isinstance(inpainter, Inpainter) else None
         self._load = None if isinstance(inpainter, Inpainter) else inpainter
         self.load_error: Optional[BaseException] = None
         self.max_queue = max_queue
@@ -312,7 +312,7 @@ class InferenceWorker:
     def _load_model(self) -> bool:
         started = time.monotonic()
         try:
-            self.inpainter = self._load()
+            self.inpainter = serving(self._load())
         except BaseException as error:  # reported by /readyz and by `serve`, which exits
             self.load_error = error
             log.error("loading the model failed: %s", first_line(error))
@@ -366,6 +366,14 @@ class InferenceWorker:
         self._average_run_s = 0.8 * self._average_run_s + 0.2 * run_s
         if job.cost and job.steps_done > 0:  # e.g. an empty mask: no model work, no news about its speed
             self.speeds.record(job.cost, run_s)
+
+
+def serving(inpainter: Inpainter) -> Inpainter:
+    """The inpainter, its LoRAs limited to --loras-dir: a request never names a path of its choosing."""
+    loras = getattr(inpainter, "loras", None)  # a test's stand-in may have none
+    if loras is not None:
+        loras.served = True
+    return inpainter
 
 
 def shutting_down() -> ServiceError:

@@ -36,6 +36,7 @@ class InpaintJobs:
 
     def __init__(self, inpainter):
         self.inpainter = inpainter
+        inpainter.loras.served = True  # a browser names LoRAs in --loras-dir, never a path of its choosing
         self.model_lock = threading.Lock()  # a stopped job can still be finishing its step when the next one starts
         self.stop_switches: dict[Optional[str], threading.Event] = {}
 
