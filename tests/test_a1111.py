@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 import time
 
@@ -258,26 +259,39 @@ def test_progress_moves_while_a_job_runs(http, server):
         job.result()
 
 
+def interrupted_reply(response: httpx.Response, route: str) -> dict:
+    """A1111 answers an interrupted job with its partly denoised image: 200, one image, which says so."""
+    assert response.status_code == 200, response.text
+    (image,) = response.json()["images"]
+    recorded = json.loads(Image.open(io.BytesIO(base64.b64decode(image))).text["inpaintkit"])
+    stopped = re.fullmatch(rf"by POST {route} after step (\d+) of 500", recorded["interrupted"])
+    assert stopped is not None, recorded["interrupted"]
+    assert 1 <= int(stopped.group(1)) < 500  # it did stop early: the denoising ended at the interrupt
+    return recorded
+
+
 def test_interrupt_ends_the_running_job_and_the_service_carries_on(http, server, api):
     assert api.interrupt() == {}  # nothing running: a no-op, as in A1111
     job = SlowJob(server)
     job.wait_for_steps(http)
     assert api.interrupt() == {}
-    response = job.result()
-    assert_a1111_error(response, 409, "stopped by POST /sdapi/v1/interrupt")
+    interrupted_reply(job.result(), "/sdapi/v1/interrupt")
     # The reply can overtake the worker's bookkeeping by a moment: /progress goes idle soon after (polled, not timed).
     wait_until(lambda: http.get("/sdapi/v1/progress").json()["state"]["job_count"] == 0)
     assert http.get("/sdapi/v1/progress").json()["progress"] == 0
     after = img2img(http)
     assert after.status_code == 200, after.text
     assert_outside_kept(decoded_png(after.json()["images"][0]))
+    assert "interrupted" not in json.loads(Image.open(io.BytesIO(base64.b64decode(after.json()["images"][0]))).text[
+        "inpaintkit"
+    ])  # fmt: skip
 
 
 def test_skip_also_ends_the_running_job(http, server, api):
     job = SlowJob(server)
     job.wait_for_steps(http)
     assert api.skip() is None  # A1111 answers null
-    assert_a1111_error(job.result(), 409, "stopped by POST /sdapi/v1/skip")
+    interrupted_reply(job.result(), "/sdapi/v1/skip")
 
 
 # -- sampler and schedule-type names -----------------------------------------------------------------------------
@@ -656,3 +670,88 @@ def test_cors_preflight_for_a_browser_client(inpainter9):
         assert preflight.headers["access-control-allow-origin"] == "http://localhost:3456"
         other = client.get("/sdapi/v1/options", headers={"Origin": "http://elsewhere.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+# -- what the review found ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["eta", "s_churn", "image_cfg_scale"])
+def test_nan_or_infinity_even_in_an_unused_field_is_a_422_before_the_job(http, field):
+    """JSON has no NaN: echoing one back in `parameters` failed after the whole job had run (a 500)."""
+    response = http.post(
+        "/sdapi/v1/img2img",
+        content=json.dumps(body(**{field: float("nan")})).encode(),  # json.dumps writes NaN, as some clients do
+        headers={"Content-Type": "application/json"},
+    )
+    assert_a1111_error(response, 422, f"{field} must be a finite number")
+
+
+def test_plain_img2img_without_a_mask_answers_width_by_height_even_with_only_masked_on(http):
+    """A1111 has nothing to crop without a mask (or with a blank one) and works at width x height."""
+    without = body(width=32, height=24, inpaint_full_res=True)
+    del without["mask"]
+    response = http.post("/sdapi/v1/img2img", json=without)
+    assert response.status_code == 200, response.text
+    assert decoded_png(response.json()["images"][0]).size == (32, 24)
+    blank = b64(png_bytes(np.zeros((HEIGHT, WIDTH), dtype=np.uint8)))
+    response = http.post("/sdapi/v1/img2img", json=body(mask=blank, width=32, height=24, inpaint_full_res=True))
+    assert decoded_png(response.json()["images"][0]).size == (32, 24)
+
+
+def test_mask_round_false_keeps_the_grey_levels_for_the_soft_method(http):
+    band = MASK.copy()
+    band[:6, :] = 100  # grey, below 128: rounded, it is kept; unrounded, soft changes it a little
+    fields = {"mask": b64(png_bytes(band)), "inpaintkit": {"method": "soft"}}
+    rounded = http.post("/sdapi/v1/img2img", json=body(**fields))
+    kept = http.post("/sdapi/v1/img2img", json=body(mask_round=False, **fields))
+    assert rounded.status_code == kept.status_code == 200, (rounded.text, kept.text)
+    top = np.s_[:6, :]
+    assert np.array_equal(np.asarray(decoded_png(rounded.json()["images"][0]).convert("RGB"))[top], IMAGE[top])
+    assert not np.array_equal(np.asarray(decoded_png(kept.json()["images"][0]).convert("RGB"))[top], IMAGE[top])
+
+
+def test_base64_wrapped_in_lines_is_read(http):
+    wrapped = "\r\n".join(IMAGE_B64[k : k + 76] for k in range(0, len(IMAGE_B64), 76))
+    response = http.post("/sdapi/v1/img2img", json=body(init_images=[wrapped]))
+    assert response.status_code == 200, response.text
+
+
+def test_a_16_bit_grey_image_is_scaled_not_clipped(http):
+    levels = np.array([[1000, 20000] * (WIDTH // 2)] * HEIGHT, dtype=np.uint16)
+    sixteen = Image.fromarray(levels, mode="I;16")
+    response = http.post("/sdapi/v1/img2img", json=body(init_images=[b64(png_bytes(sixteen))]))
+    assert response.status_code == 200, response.text
+    outside = np.asarray(decoded_png(response.json()["images"][0]).convert("L"))[OUTSIDE]
+    assert set(np.unique(outside)) == {4, 78}  # 1000 and 20000 of 65535, in 8 bits (clipping made them all 255)
+
+
+def test_null_fields_mean_their_defaults_as_in_a1111(http):
+    response = http.post("/sdapi/v1/img2img", json=body(seed=None, prompt=None, alwayson_scripts=None, styles=None))
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["info"])["prompt"] == ""
+
+
+def test_the_infotext_names_what_ran_when_the_inpaintkit_object_changes_it(http):
+    response = http.post(
+        "/sdapi/v1/img2img",
+        json=body(sampler_name="Euler", inpaintkit={"scheduler": "euler-a", "mask_blur": 3, "crop_padding": 4}),
+    )
+    assert response.status_code == 200, response.text
+    text = json.loads(response.json()["info"])["infotexts"][0]
+    assert "Sampler: Euler a," in text and "Mask blur: 3" in text and "Masked area padding: 4" in text
+
+
+def test_options_with_a_trailing_slash_and_the_auth_challenge_that_fits(inpainter9):
+    with TestClient(create_app(inpainter9, ServiceConfig(api_key="k"))) as client:
+        assert client.get("/sdapi/v1/options/", headers={"X-API-Key": "k"}).status_code == 200
+        refused = client.get("/sdapi/v1/options")
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"  # no browser dialog
+
+
+def test_api_auth_credentials_must_be_ascii():
+    from inpaintkit.errors import InputError
+    from inpaintkit.server.config import parse_api_auth
+
+    assert parse_api_auth("u:p:with:colons") == (("u", "p:with:colons"),)
+    with pytest.raises(InputError, match="must be ASCII"):
+        parse_api_auth("ü:pä")

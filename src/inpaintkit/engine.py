@@ -24,7 +24,7 @@ from .models import Components
 from .noise import NoiseSchedule
 from .schedulers import make_scheduler
 from .settings import InpaintSettings
-from .stopping import StepCallback, StopCheck, Stopper
+from .stopping import FINISH_NOW, StepCallback, StopCheck, Stopper
 
 
 @dataclass
@@ -140,8 +140,11 @@ def denoise(
                 prediction = guidance.combine(method.predict(state, i, model_input))
                 latents = scheduler.step(prediction, timestep_values[i], latents, **step_kwargs, return_dict=False)[0]
                 latents = method.after_step(state, i, latents)
-                if callback is not None and callback(count, len(order), latents) is False:
+                verdict = None if callback is None else callback(count, len(order), latents)
+                if verdict is False:
                     raise Cancelled(f"Stopped after step {count + 1} of {len(order)}.")
+                if verdict == FINISH_NOW:
+                    break  # decode what there is
                 stopper.check(f"after step {count + 1} of {len(order)}")
 
         # 6. Decode.

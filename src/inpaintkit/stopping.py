@@ -17,8 +17,11 @@ import torch
 from .errors import Cancelled
 
 StopCheck = Callable[[], bool]  # True: stop the job now (raises Cancelled at the next check)
+# What a step callback may return, besides None/True (go on) and False (stop the job: Cancelled): end the denoising
+# here and decode the latents as they are, the partly denoised image (AUTOMATIC1111's "interrupt").
+FINISH_NOW = "finish now"
 # callback(step_index, total_steps, latents) after every denoising step; returning False stops the job.
-StepCallback = Callable[[int, int, torch.Tensor], Optional[bool]]
+StepCallback = Callable[[int, int, torch.Tensor], Optional[object]]
 
 
 @dataclass(frozen=True)

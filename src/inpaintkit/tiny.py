@@ -113,8 +113,10 @@ def make_tiny_model(
     unet_in_channels: int = 9,
     prediction_type: str = "epsilon",
     seed: int = 0,
+    time_cond_proj_dim: int | None = None,
 ) -> Path:
-    """Write a tiny SD-1.x-shaped model (VAE downsampling 8x, native size 64 px) to `folder`."""
+    """Write a tiny SD-1.x-shaped model (VAE downsampling 8x, native size 64 px) to `folder`. `time_cond_proj_dim`:
+    a guidance-distilled (LCM-style) UNet, which takes the guidance scale as an embedding of that size."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -133,6 +135,7 @@ def make_tiny_model(
             cross_attention_dim=32,
             attention_head_dim=8,
             norm_num_groups=32,
+            time_cond_proj_dim=time_cond_proj_dim,
         )
         vae = _tiny_vae(scaling_factor=0.18215)
         text_encoder = CLIPTextModel(_tiny_text_config(write_byte_level_clip_tokenizer(folder / "tokenizer")))
@@ -302,3 +305,47 @@ def make_tiny_clip_model(folder: str | Path, seed: int = 0) -> Path:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     (folder / "README.md").write_text(f"# Tiny CLIP\n\n{UNTRAINED_NOTE}\n", encoding="utf-8")
     return folder
+
+
+LORA_LAYOUTS = ("diffusers", "kohya")
+
+
+def make_tiny_lora(
+    model_folder: str | Path,
+    path: str | Path,
+    *,
+    layout: str = "diffusers",
+    rank: int = 4,
+    seed: int = 0,
+    scale: float = 0.5,
+) -> Path:
+    """Write a random LoRA for a model folder's UNet (its attention projections), with peft, as one .safetensors file
+    in diffusers' key layout (`unet.<module>.lora_A.weight`) or Kohya's / AUTOMATIC1111's (`lora_unet_<module_with_
+    underscores>.lora_down.weight`, `.alpha`). `scale` is the B matrices' standard deviation: large enough to move a
+    tiny model's pixels."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    if layout not in LORA_LAYOUTS:
+        raise ValueError(f"layout must be one of {LORA_LAYOUTS}, not {layout}")
+    with quiet_libraries(), _seeded(seed):
+        unet = UNet2DConditionModel.from_pretrained(Path(model_folder) / "unet")
+        targets = ["to_q", "to_k", "to_v", "to_out.0"]
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets))
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(parameter, std=scale)
+        state = get_peft_model_state_dict(unet)
+    if layout == "diffusers":
+        tensors = {f"unet.{key}": value.contiguous() for key, value in state.items()}
+    else:
+        tensors = {}
+        for key, value in state.items():
+            module, _, kind = key.rpartition(".lora_")  # "down_blocks.0...to_q", "A.weight"
+            prefix = "lora_unet_" + module.replace(".", "_")
+            tensors[f"{prefix}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = value.contiguous()
+            tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+    path = Path(path)
+    save_file(tensors, str(path))
+    return path

@@ -229,7 +229,8 @@ async def require_a1111_credentials(
         )
         if configured
     )
-    raise ServiceError(401, f"Authentication is required: send {accepted}.", {"WWW-Authenticate": "Basic"})
+    challenge = "Basic" if config.api_auth else "Bearer"  # Basic makes a browser ask for a user and password
+    raise ServiceError(401, f"Authentication is required: send {accepted}.", {"WWW-Authenticate": challenge})
 
 
 def require_multipart(request: Request) -> None:

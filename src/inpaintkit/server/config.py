@@ -55,5 +55,7 @@ def parse_api_auth(text: Optional[str]) -> tuple[tuple[str, str], ...]:
         user, colon, password = part.strip().partition(":")
         if not colon or not user or not password:
             raise InputError(f"--api-auth takes USER:PASSWORD pairs separated by commas; {part.strip()!r} is not one.")
+        if not part.strip().isascii():  # HTTP Basic credentials arrive as ASCII: these could never log in
+            raise InputError(f"--api-auth {user!r}: user names and passwords must be ASCII (HTTP Basic's).")
         pairs.append((user, password))
     return tuple(pairs)

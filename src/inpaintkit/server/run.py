@@ -69,6 +69,8 @@ def serve(arguments: argparse.Namespace) -> int:
             arguments.host,
             API_KEY_VARIABLE,
         )
+    if config.api_auth and config.api_key is None:
+        log.warning("--api-auth guards the AUTOMATIC1111 routes only; /v1 stays open without --api-key")
     server: GracefulServer
 
     def load() -> Inpainter:

@@ -17,6 +17,7 @@ import torch
 from ..errors import Cancelled, InputError, first_line
 from ..inpainter import Inpainter
 from ..settings import InpaintSettings
+from ..stopping import FINISH_NOW
 from .errors import CLIENT_CLOSED, ServiceError
 
 log = logging.getLogger("inpaintkit.server")
@@ -61,7 +62,7 @@ class Job:
         self.steps_done = 0
         self.steps_total = 0  # the loop's step count, known from the first step on (progress)
         self.latents: Any = None  # the latest step's latents, for a progress preview
-        self.interrupted: Optional[str] = None  # the route that stopped it (A1111's /interrupt, /skip)
+        self.interrupted: Optional[str] = None  # the route that ended its denoising early (A1111's /interrupt, /skip)
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future = self.loop.create_future()
         self.cancelled = False  # set by the request side; the worker reads it between steps
@@ -70,15 +71,17 @@ class Job:
         self.finished_at: Optional[float] = None
 
     def keep_going(self) -> bool:
-        """False once the job's deadline has passed, its request gave up or a client interrupted it: the job should stop
-        where it is."""
-        return not self.cancelled and self.interrupted is None and time.monotonic() < self.deadline
+        """False once the job's deadline has passed or its request gave up: the job should stop where it is."""
+        return not self.cancelled and time.monotonic() < self.deadline
 
     def after_step(self, step: int, total: int, latents: Any) -> bool:
         """The step callback: counts the steps (a job that ran none says nothing about speed), keeps the latents for a
-        progress preview; False stops the job."""
+        progress preview; False stops the job; after an interrupt the denoising ends here and what there is is
+        decoded (A1111's interrupt answers the partly denoised image)."""
         self.steps_done, self.steps_total, self.latents = step + 1, total, latents
-        return self.keep_going()
+        if not self.keep_going():
+            return False
+        return FINISH_NOW if self.interrupted is not None else True
 
     def cancel(self) -> None:
         """Called on the event loop when nobody will read the result (deadline passed or client gone).
@@ -88,12 +91,6 @@ class Job:
         self.future.cancel()
 
     def stopped_error(self) -> ServiceError:
-        if self.interrupted is not None:
-            return ServiceError(
-                409,
-                f"The job was stopped by POST {self.interrupted} after step {self.steps_done} of "
-                f"{self.steps_total or self.settings.steps}; nothing was kept.",
-            )
         if self.cancelled:
             return ServiceError(CLIENT_CLOSED, "The client disconnected; the job was cancelled.")
         return deadline_error(self.timeout)
@@ -351,7 +348,13 @@ class InferenceWorker:
                 f"Inference failed ({type(unexpected).__name__}: {first_line(unexpected)}); the service keeps running.",
             )
         else:
-            self._learn_speed(job)  # before the reply: a client that reads the estimate next must see this job in it
+            if job.interrupted is not None and job.steps_done < job.steps_total:  # each image says it is a partial one
+                for image in images:
+                    image.info["inpaintkit"]["interrupted"] = (
+                        f"by POST {job.interrupted} after step {job.steps_done} of {job.steps_total}"
+                    )
+            else:
+                self._learn_speed(job)  # before the reply: a client that reads the estimate next must see this job
             self.running = None  # before the reply too: a client that asks /progress next must find the worker idle
             job.settle(result=images)
             return

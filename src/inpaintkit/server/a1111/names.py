@@ -89,3 +89,13 @@ def schedulers_listing() -> list[dict]:
         {"name": name, "label": label, "aliases": None, "default_rho": rho.get(name, -1.0), "need_inner_model": False}
         for name, label in SCHEDULE_TYPES.items()
     ]
+
+
+def describe_scheduler(ours: str) -> Resolved:
+    """A1111's names for a scheduler of ours (the first sampler and type that map to it); ours when none does."""
+    for sampler in SAMPLERS:
+        for schedule, scheduler in sampler.schedulers.items():
+            if scheduler == ours:
+                label = "Automatic" if schedule == sampler.default_type else SCHEDULE_TYPES[schedule]
+                return Resolved(ours, sampler.name, label)
+    return Resolved(ours, f"inpaintkit {ours}", "Automatic")

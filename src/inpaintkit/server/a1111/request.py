@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ...errors import InputError
+from ...io import to_rgb_array
 from ...settings import InpaintSettings
 from ..errors import ServiceError
 from ..limits import decode_image
-from .names import Resolved, resolve_sampler
+from .names import Resolved, describe_scheduler, resolve_sampler
 from .options import check_options
 
 # inpainting_fill: 0 fill, 1 original, 2 latent noise, 3 latent nothing -> our --fill (what the hole holds before it
 # is encoded). A1111 does 2 and 3 in latent space; ours are the pixel-space equivalents (README).
 FILLS = {0: "blur", 1: "original", 2: "noise", 3: "grey"}
-FILL_NAMES = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+FILL_NAMES = {"blur": "fill", "noise": "latent noise", "grey": "latent nothing"}  # the infotext's, by our fill
 RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
 DATA_URI = re.compile(r"^data:[^,]*?;base64,", re.IGNORECASE)
 
@@ -37,6 +39,19 @@ class Generation(BaseModel):
     """The fields img2img and txt2img share (StableDiffusionProcessing's, and the API's own)."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def null_means_default(cls, values: Any) -> Any:
+        """A1111 takes null for a field as its default (`"seed": null` is random, `"prompt": null` empty)."""
+        if not isinstance(values, dict):
+            return values
+        return {key: value for key, value in values.items() if value is not None or cls.default_is_none(key)}
+
+    @classmethod
+    def default_is_none(cls, key: str) -> bool:
+        field = cls.model_fields.get(key)
+        return field is None or field.default is None
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -107,13 +122,30 @@ class Txt2Img(Generation):
 
 
 def parse_request(model: type[Generation], body: bytes) -> Generation:
-    """The JSON body as `model`; a bad field is a 422 naming it."""
+    """The JSON body as `model`; a bad field is a 422 naming it. NaN and infinities are refused in every field, also
+    those we read and do not use: the reply echoes them, and JSON has no such numbers."""
     try:
-        return model.model_validate_json(body or b"{}")
+        request = model.model_validate_json(body or b"{}")
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ())) or "body"
         raise ServiceError(422, f"{where}: {first['msg']}.") from None
+    where = non_finite(request.model_dump())
+    if where is not None:
+        raise ServiceError(422, f"{where} must be a finite number (JSON has no NaN or infinity).")
+    return request
+
+
+def non_finite(value: Any, where: str = "") -> Optional[str]:
+    """The path of the first NaN or infinite number in a JSON-like value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "body"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass
@@ -149,8 +181,6 @@ def refusals(request: Generation, loaded_model: str) -> None:
         unsupported += [
             (multiplier not in (None, 1.0), f"initial_noise_multiplier {multiplier}: only 1 is supported"),
             (bool(request.latent_mask), "latent_mask: send one mask as mask"),
-            (not request.mask_round, "mask_round false: masks are binary here; for per-pixel strength send "
-             '"inpaintkit": {"method": "soft"} with a grey mask'),
             (request.inpainting_fill not in FILLS, f"inpainting_fill {request.inpainting_fill}: choose 0 (fill), 1 "
              "(original), 2 (latent noise) or 3 (latent nothing)"),
             (request.resize_mode not in RESIZE_MODES, f"resize_mode {request.resize_mode}: choose 0, 1, 2 or 3"),
@@ -173,19 +203,13 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
     for name in ("batch_size", "n_iter"):
         if getattr(request, name) < 1:
             raise ServiceError(422, f"{name} must be at least 1, got {getattr(request, name)}.")
-    full_res = isinstance(request, Img2Img) and request.inpaint_full_res  # width x height are not used then
-    if not full_res and not (
-        1 <= request.width and 1 <= request.height and request.width * request.height <= max_pixels
-    ):
-        raise ServiceError(
-            422, f"width x height must be at least 1x1 and at most {max_pixels:,} pixels, got "
-            f"{request.width}x{request.height}."
-        )  # fmt: skip
+    if isinstance(request, Txt2Img):
+        check_size(request, max_pixels)  # img2img checks it only where it resizes to it
     if isinstance(request, Img2Img):
-        pixels, mask, extra, crop = img2img_inputs(request, max_pixels)
+        pixels, mask, crop = img2img_inputs(request, max_pixels)
     else:  # txt2img: an inpainting of a blank canvas, all of it repainted
         pixels = np.full((request.height, request.width, 3), 127, dtype=np.uint8)
-        mask, extra, crop = np.ones((request.height, request.width), dtype=np.float32), {}, None
+        mask, crop = np.ones((request.height, request.width), dtype=np.float32), None
     options: dict[str, Any] = {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
@@ -203,7 +227,33 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
         settings = InpaintSettings.from_options(**options)
     except InputError as error:
         raise ServiceError(422, str(error)) from None
-    return A1111Job(pixels, mask, settings, sampler, extra)
+    if settings.scheduler != sampler.scheduler:  # the inpaintkit object chose another: the infotext names that one
+        sampler = describe_scheduler(settings.scheduler)
+    return A1111Job(pixels, mask, settings, sampler, generation_parameters(request, settings))
+
+
+def generation_parameters(request: Generation, settings: InpaintSettings) -> dict[str, Any]:
+    """The infotext's inpainting entries, in A1111's order, from the settings that run (the inpaintkit object may
+    have changed the mapped ones)."""
+    entries: dict[str, Any] = {}
+    if isinstance(request, Img2Img) and request.inpainting_mask_invert:
+        entries["Mask mode"] = "Inpaint not masked"
+    if settings.mask_blur:
+        entries["Mask blur"] = settings.mask_blur
+    if settings.crop_padding is not None:
+        entries.update({"Inpaint area": "Only masked", "Masked area padding": settings.crop_padding})
+    if isinstance(request, Img2Img) and settings.fill != "original":
+        entries["Masked content"] = FILL_NAMES.get(settings.fill, settings.fill)
+    return entries
+
+
+def check_size(request: Generation, max_pixels: int) -> None:
+    if not (1 <= request.width and 1 <= request.height and request.width * request.height <= max_pixels):
+        raise ServiceError(
+            422,
+            f"width x height must be at least 1x1 and at most {max_pixels:,} pixels, got "
+            f"{request.width}x{request.height}.",
+        )
 
 
 def mask_blur(request: Img2Img) -> int:
@@ -218,9 +268,9 @@ def mask_blur(request: Img2Img) -> int:
     return request.mask_blur_x
 
 
-def img2img_inputs(request: Img2Img, max_pixels: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any], Optional[int]]:
+def img2img_inputs(request: Img2Img, max_pixels: int) -> tuple[np.ndarray, np.ndarray, Optional[int]]:
     """The image and mask as the engine takes them (A1111's mask rules, its resize when not inpainting "only
-    masked"), the infotext's inpainting entries, and our crop padding."""
+    masked"), and our crop padding."""
     if not request.init_images:
         raise ServiceError(422, "init_images is missing: send one base64 image.")
     if len(request.init_images) > 1:
@@ -228,41 +278,34 @@ def img2img_inputs(request: Img2Img, max_pixels: int) -> tuple[np.ndarray, np.nd
             422, f"init_images holds {len(request.init_images)} images; send one (batch_size makes several results)."
         )
     image = flattened(decoded(request.init_images[0], "init_images[0]", max_pixels))
-    mask = None if request.mask is None else binary_mask(decoded(request.mask, "mask", max_pixels))
+    mask = None if request.mask is None else binary_mask(decoded(request.mask, "mask", max_pixels), request.mask_round)
     if mask is not None and mask.size != image.size:
         raise ServiceError(
             422, f"The mask is {mask.width}x{mask.height} but the init image is {image.width}x{image.height}."
         )
-    if mask is None:  # plain img2img, as A1111 does: the whole image at denoising_strength
-        mask = Image.new("L", image.size, 255)
-    if request.inpainting_mask_invert:
+    if mask is not None and request.inpainting_mask_invert:
         mask = ImageOps.invert(mask)
-    blur = mask_blur(request)
-    extra: dict[str, Any] = {}
-    if request.inpainting_mask_invert:
-        extra["Mask mode"] = "Inpaint not masked"
-    if blur:
-        extra["Mask blur"] = blur
+    whole = mask is None or mask.getextrema()[1] == 0  # no mask, or a blank one: A1111 runs plain img2img
+    if whole:  # the whole image at denoising_strength, at width x height ("Only masked" has nothing to crop)
+        mask = Image.new("L", image.size, 255)
     crop = None
-    if request.inpaint_full_res:
+    if request.inpaint_full_res and not whole:
         crop = request.inpaint_full_res_padding
         if crop < 0:
             raise ServiceError(422, f"inpaint_full_res_padding must be 0 or more pixels, got {crop}.")
-        extra.update({"Inpaint area": "Only masked", "Masked area padding": crop})
     elif (request.width, request.height) != image.size:  # A1111 works (and answers) at width x height
+        check_size(request, max_pixels)
         image = resized(image, request.resize_mode, request.width, request.height)
         mask = resized(mask, request.resize_mode, request.width, request.height)
-    if request.inpainting_fill != 1:
-        extra["Masked content"] = FILL_NAMES[request.inpainting_fill]
     pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    return pixels, np.asarray(mask, dtype=np.float32) / 255.0, extra, crop
+    return pixels, np.asarray(mask, dtype=np.float32) / 255.0, crop
 
 
 def decoded(text: str, what: str, max_pixels: int) -> Image.Image:
     """A base64 image, with or without a `data:...;base64,` prefix, through the service's image limits."""
     if not isinstance(text, str) or not text.strip():
         raise ServiceError(422, f"{what} is empty.")
-    payload = DATA_URI.sub("", text.strip(), count=1)
+    payload = re.sub(r"\s+", "", DATA_URI.sub("", text.strip(), count=1))  # clients may wrap base64 in lines
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -277,18 +320,21 @@ def flattened(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
-    return image.convert("RGB")
+    return Image.fromarray(to_rgb_array(image))  # 16-bit and other modes scaled as /v1 reads them
 
 
-def binary_mask(mask: Image.Image) -> Image.Image:
+def binary_mask(mask: Image.Image, rounded: bool = True) -> Image.Image:
     """A1111's create_binary_mask: an RGBA mask with any transparency is its alpha (above 128 = repaint), any other
-    its luminance; then binary at 128, as our masks are."""
+    its luminance; binary at 128 unless `rounded` is false (mask_round), which keeps the grey levels for the `soft`
+    method (the others binarise at the middle)."""
     mask = ImageOps.exif_transpose(mask) or mask
     if mask.mode == "P" and "transparency" in mask.info:
         mask = mask.convert("RGBA")
     if mask.mode == "RGBA" and mask.getextrema()[-1] != (255, 255):
-        return mask.getchannel("A").point(lambda value: 255 if value > 128 else 0)
-    return mask.convert("L").point(lambda value: 255 if value >= 128 else 0)
+        alpha = mask.getchannel("A")
+        return alpha.point(lambda value: 255 if value > 128 else 0) if rounded else alpha
+    grey = Image.fromarray(np.asarray(Image.fromarray(to_rgb_array(mask)).convert("L")))
+    return grey.point(lambda value: 255 if value >= 128 else 0) if rounded else grey
 
 
 def resized(image: Image.Image, mode: int, width: int, height: int) -> Image.Image:

@@ -81,12 +81,15 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
         short = title.rstrip("/").split("/")[-1]
         return [{"title": title, "model_name": short, "hash": None, "sha256": None, "filename": title, "config": None}]
 
-    @router.get("/options")
     async def get_options() -> dict[str, Any]:
         return options_for(model_name)
 
+    router.add_api_route("/options", get_options, methods=["GET"])
+    router.add_api_route("/options/", get_options, methods=["GET"], include_in_schema=False)
+
     async def set_options(request: Request) -> None:
-        body = await read_body(request, 64 * 1024)
+        with anyio.fail_after(config.timeout):
+            body = await read_body(request, 64 * 1024)
         try:
             options = json.loads(body or b"{}")
         except ValueError:
