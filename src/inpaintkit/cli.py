@@ -33,6 +33,7 @@ from .names import (
     PIPE_MASKS,
     TINY_FAMILIES,
 )
+from .presets import PRESET_NAMES
 from .schedulers import SCHEDULER_NAMES, SPACINGS
 
 if TYPE_CHECKING:
@@ -377,6 +378,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
         "--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)"
     )
     generation.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        help="a few-step recipe for what you left at its default: steps, guidance, scheduler, spacing (see README)",
+    )
+    generation.add_argument(
         "--spacing",
         default="default",
         choices=SPACINGS,
@@ -571,9 +577,12 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
+    from .presets import with_preset
     from .settings import InpaintSettings
 
     values = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)}
+    # A preset fills what was left at its default; a flag given at its default value counts as left.
+    values = with_preset(getattr(arguments, "preset", None), values, InpaintSettings().as_dict())
     return InpaintSettings(**{**values, "loras": tuple(values["loras"])})
 
 

@@ -81,6 +81,7 @@ class ModelsResult(BaseModel):
     models: list[ModelInfo]
     methods: list[MethodInfo]
     schedulers: list[str]
+    loras: list[str]  # the LoRA files a request may name (--loras-dir)
     defaults: dict[str, Any]  # every setting and its default
     limits: dict[str, Any]
 
@@ -395,6 +396,7 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
             for method in METHODS.values()
         ],
         schedulers=list(SCHEDULER_NAMES),
+        loras=[] if inpainter is None else inpainter.loras.available(),
         defaults=InpaintSettings().as_dict(),
         limits={
             "max_queue": config.max_queue,

@@ -12,7 +12,7 @@ import gradio as gr  # noqa: E402
 from ..fill import FILLS  # noqa: E402
 from ..method_options import OPTIONS_BY_NAME  # noqa: E402
 from ..methods import METHOD_OPTIONS, METHODS  # noqa: E402
-from ..schedulers import SCHEDULER_NAMES  # noqa: E402
+from ..schedulers import SCHEDULER_NAMES, SPACINGS  # noqa: E402
 from ..settings import InpaintSettings  # noqa: E402
 from . import jobs  # noqa: E402
 from .inputs import CheckedBlocks  # noqa: E402
@@ -108,7 +108,7 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> Checked
             "mask": mask,
             "prompt": prompt,
             "negative_prompt": negative_prompt,
-            **settings_panel(seed_used),
+            **settings_panel(seed_used, handlers.inpainter.loras.available()),
         }
 
         demo.input_names = {component._id: name for name, component in controls.items()}
@@ -148,8 +148,9 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> Checked
     return demo
 
 
-def settings_panel(seed_used: gr.Textbox) -> dict[str, gr.components.Component]:
-    """The job's settings, named as the Run handler's parameters; the method options show only for their method."""
+def settings_panel(seed_used: gr.Textbox, lora_names: list[str]) -> dict[str, gr.components.Component]:
+    """The job's settings, named as the Run handler's parameters; the method options show only for their method.
+    `lora_names`: the LoRA files of --loras-dir, which the LoRAs field may name."""
     with gr.Row():
         method = gr.Dropdown(METHOD_CHOICES, value=DEFAULTS.method, label="Method")
         scheduler = gr.Dropdown(
@@ -195,6 +196,18 @@ def settings_panel(seed_used: gr.Textbox) -> dict[str, gr.components.Component]:
             paste_back = gr.Checkbox(
                 value=DEFAULTS.paste_back, label="Paste back", info="keep every pixel outside the mask exactly"
             )
+        with gr.Row():
+            spacing = gr.Dropdown(
+                list(SPACINGS), value=DEFAULTS.spacing, label="Timestep spacing", info="trailing: Lightning, Turbo"
+            )
+            loras = gr.Textbox(
+                value="",
+                lines=2,
+                label="LoRAs",
+                info=(
+                    "NAME:WEIGHT, one per line; in --loras-dir: " + (", ".join(lora_names) or "none (start with it)")
+                ),
+            )
         option_groups, option_fields = {}, {}
         for owner in dict.fromkeys(METHOD_OPTIONS.values()):
             with gr.Row(visible=DEFAULTS.method == owner) as option_groups[owner]:
@@ -225,5 +238,7 @@ def settings_panel(seed_used: gr.Textbox) -> dict[str, gr.components.Component]:
         "fill": fill,
         "color_match": color_match,
         "paste_back": paste_back,
+        "spacing": spacing,
+        "loras": loras,
         **option_fields,
     }

@@ -59,6 +59,8 @@ class InpaintJobs:
         fill: str,
         color_match: bool,
         paste_back: bool,
+        spacing: str,
+        loras: str,
         blend_start: Optional[float],
         mask_dilation_iterations: Optional[int],
         reconstruct: Optional[str],
@@ -127,6 +129,10 @@ def job_settings(values: dict[str, Any], only_masked: bool) -> InpaintSettings:
     values = {
         name: whole_if_integral(value) if FIELD_KINDS[name] == "whole" else value for name, value in values.items()
     }
+    text = values.get("loras") or ""
+    if isinstance(text, str):  # the LoRAs field: NAME:WEIGHT per line (or comma-separated)
+        values["loras"] = tuple(part.strip() for part in text.replace(",", "\n").splitlines() if part.strip())
+    values.setdefault("spacing", "default")
     if values["seed"] is None or (isinstance(values["seed"], int) and values["seed"] < 0):
         values["seed"] = None
     if not only_masked:

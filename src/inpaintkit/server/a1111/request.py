@@ -210,8 +210,10 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
     else:  # txt2img: an inpainting of a blank canvas, all of it repainted
         pixels = np.full((request.height, request.width, 3), 127, dtype=np.uint8)
         mask, crop = np.ones((request.height, request.width), dtype=np.float32), None
+    prompt, loras = prompt_loras(request.prompt)
     options: dict[str, Any] = {
-        "prompt": request.prompt,
+        "prompt": prompt,
+        "loras": loras,
         "negative_prompt": request.negative_prompt,
         "guidance": request.cfg_scale,
         "steps": request.steps,
@@ -245,6 +247,19 @@ def generation_parameters(request: Generation, settings: InpaintSettings) -> dic
     if isinstance(request, Img2Img) and settings.fill != "original":
         entries["Masked content"] = FILL_NAMES.get(settings.fill, settings.fill)
     return entries
+
+
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+
+
+def prompt_loras(prompt: str) -> tuple[str, tuple[str, ...]]:
+    """A1111's `<lora:NAME:WEIGHT>` tags, taken out of the prompt as LoRAs (NAME in --loras-dir; a second weight, for
+    the text encoder in some forks, is not used). The prompt without them is what the text encoder reads."""
+    loras = tuple(
+        f"{name.strip()}:{weight.strip()}" if weight and weight.strip() else name.strip()
+        for name, weight in LORA_TAG.findall(prompt)
+    )
+    return " ".join(LORA_TAG.sub(" ", prompt).split()) if loras else prompt, loras
 
 
 def check_size(request: Generation, max_pixels: int) -> None:

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any, Optional
 
 import anyio
@@ -119,7 +120,14 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
     async def scripts() -> dict[str, list]:
         return {"txt2img": [], "img2img": []}  # no scripts run here (webuiapi reads this list at start)
 
-    for path in ("/loras", "/upscalers", "/prompt-styles", "/sd-vae", "/hypernetworks", "/latent-upscale-modes"):
+    @router.get("/loras")
+    async def loras() -> list[dict]:
+        """The LoRAs in --loras-dir, as A1111 lists them; a prompt uses one as <lora:NAME:WEIGHT>."""
+        inpainter = worker.inpainter
+        names = [] if inpainter is None else inpainter.loras.available()
+        return [{"name": Path(n).stem, "alias": Path(n).stem, "path": n, "metadata": {}} for n in names]
+
+    for path in ("/upscalers", "/prompt-styles", "/sd-vae", "/hypernetworks", "/latent-upscale-modes"):
         router.add_api_route(path, empty_listing, methods=["GET"], summary="None on this service")
 
     @router.get("/embeddings")
