@@ -77,8 +77,11 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
     """Load the model the way the arguments say (model, device, dtype, config and the speed options)."""
+    from .errors import InputError
     from .inpainter import Inpainter
 
+    if getattr(arguments, "fuse_lora", False) and not arguments.loras:
+        raise InputError("--fuse-lora merges the --lora weights into the model; give at least one --lora.")
     return Inpainter.from_pretrained(
         arguments.model,
         device=arguments.device,
