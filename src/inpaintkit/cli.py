@@ -577,13 +577,16 @@ def run_job(arguments: argparse.Namespace, settings: InpaintSettings, pixels, ma
 
 def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     """The run flags are named after InpaintSettings' fields, so the CLI cannot drift from the API."""
+    from .lora_specs import missing_local_files, parse_loras
     from .presets import with_preset
     from .settings import InpaintSettings
 
     values = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)}
     # A preset fills what was left at its default; a flag given at its default value counts as left.
     values = with_preset(getattr(arguments, "preset", None), values, InpaintSettings().as_dict())
-    return InpaintSettings(**{**values, "loras": tuple(values["loras"])})
+    settings = InpaintSettings(**{**values, "loras": tuple(values["loras"])})
+    missing_local_files(parse_loras(settings.loras), getattr(arguments, "loras_dir", None))  # before the model loads
+    return settings
 
 
 def output_paths(output_argument: str, image: Path, seeds: list[int], overwrite: bool) -> list[Path]:

@@ -55,3 +55,18 @@ def number(text: str):
         return float(text)
     except ValueError:
         return None
+
+
+def missing_local_files(specs: tuple[LoraSpec, ...], root: str | None) -> None:
+    """One sentence, before the model loads, for a LoRA that names a local file that is not there (a name in `root`
+    when one is given). A source that does not look local may be a hub id: only loading can tell."""
+    from pathlib import Path
+
+    for spec in specs:
+        source = spec.source
+        if root is not None:
+            if not (Path(root) / source).exists() and not (Path(root) / f"{source}.safetensors").exists():
+                raise InputError(f"LoRA {source} is not in --loras-dir {root}.")
+        elif source.startswith((".", "/", "~")) or source.lower().endswith(".safetensors"):
+            if not Path(source).expanduser().exists():
+                raise InputError(f"LoRA {source}: no such file or folder.")

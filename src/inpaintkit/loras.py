@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 from .errors import InputError, first_line
 from .lora_specs import LoraSpec
-from .quiet import quiet_libraries
+from .quiet import errors_muted, quiet_libraries
 
 if TYPE_CHECKING:
     from .models import Components
@@ -29,7 +29,7 @@ LORA_SUFFIXES = (".safetensors",)  # what --loras-dir lists; pickled .bin/.pt fi
 @dataclass(frozen=True)
 class LoadedLora:
     adapter: str  # peft's adapter name in the model
-    digest: Optional[str]  # the file's SHA-256 (first 12 hex digits); None for a hub id or a folder
+    digest: Optional[str]  # the first 12 hex digits of the file's SHA-256 (as A1111 shortens); None: a hub id, a folder
 
 
 class LoraAdapters:
@@ -41,6 +41,7 @@ class LoraAdapters:
         self.root = root
         self.served = False  # set by the service and the web UI: without a root they take no LoRA at all
         self.fused: tuple[LoraSpec, ...] = ()  # merged into the weights for good (--fuse-lora)
+        self.fused_digests: list[tuple[LoraSpec, Optional[str]]] = []
         self._loaded: dict[str, LoadedLora] = {}
         self._pipeline = None
 
@@ -89,14 +90,15 @@ class LoraAdapters:
         adapter = f"lora_{len(self._loaded)}"
         pipeline = self.pipeline()
         try:
-            with quiet_libraries():
+            with quiet_libraries(), errors_muted():
                 pipeline.load_lora_weights(str(Path(location).expanduser()) if Path(location).exists() else location,
                                            adapter_name=adapter)  # fmt: skip
         except Exception as error:  # diffusers and peft raise ValueError, RuntimeError, KeyError, OSError...
-            self._forget(adapter)
+            with errors_muted():
+                self._forget(adapter)
             raise InputError(
                 f"LoRA {source} could not be loaded into this {self.components.family.name} model "
-                f"({first_line(error)[:300]}); is it a LoRA for this architecture?"
+                f"({telling_line(error)[:300]}); is it a LoRA for this architecture?"
             ) from None
         if adapter not in self._adapters_in_model():
             raise InputError(f"LoRA {source} holds no weights for this {self.components.family.name} model's layers.")
@@ -111,7 +113,7 @@ class LoraAdapters:
         """These LoRAs on, with their weights, for the block; every LoRA off after it. Yields what the outputs
         record (source, weight, digest)."""
         if specs == self.fused:
-            yield [{"source": s.source, "weight": s.weight, "fused": True} for s in specs]
+            yield [{"source": s.source, "weight": s.weight, "sha256": d, "fused": True} for s, d in self.fused_digests]
             return
         self.check(specs)
         if not specs and not self._loaded:
@@ -142,6 +144,7 @@ class LoraAdapters:
         pipeline.set_adapters([each.adapter for each in loaded], adapter_weights=[s.weight for s in specs])
         pipeline.fuse_lora(adapter_names=[each.adapter for each in loaded])
         pipeline.unload_lora_weights()
+        self.fused_digests = [(spec, each.digest) for spec, each in zip(specs, loaded)]
         self._loaded.clear()
         self.fused = specs
 
@@ -173,3 +176,11 @@ class LoraAdapters:
         if adapter in self._adapters_in_model():
             with contextlib.suppress(Exception):
                 self.pipeline().delete_adapters(adapter)
+
+
+def telling_line(error: BaseException) -> str:
+    """The line of a loading error that says what did not fit (torch's "size mismatch for ..."), else its first."""
+    for line in str(error).splitlines():
+        if "size mismatch" in line:
+            return line.strip().rstrip(".")
+    return first_line(error)

@@ -45,3 +45,20 @@ def quiet_libraries() -> Iterator[None]:
             yield
     finally:
         restore()
+
+
+@contextlib.contextmanager
+def errors_muted() -> Iterator[None]:
+    """diffusers' and peft's own error lines off too, for a step whose failure inpaintkit reports in one sentence (a
+    LoRA that does not fit: diffusers logs the whole size-mismatch dump at ERROR level before raising)."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("diffusers", "peft")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

@@ -33,6 +33,7 @@ SCHEDULER_NAMES = ("default", *SCHEDULERS)
 # How the steps' timesteps are spread: the model's config, or diffusers' spacings. "trailing" (Lin et al., arXiv
 # 2305.08891) ends on the last training timestep, which SDXL-Lightning, Hyper-SD and SDXL-Turbo expect.
 SPACINGS = ("default", "leading", "linspace", "trailing")
+FIXED_SPACING = ("LCMScheduler", "TCDScheduler")  # their set_timesteps ignores timestep_spacing
 # diffusers' schedulers whose latents carry sigma-scaled noise (init_noise_sigma > 1), by class name.
 SIGMA_SCHEDULERS = (
     "EulerDiscreteScheduler",
@@ -73,5 +74,10 @@ def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "defa
             f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
         )
     if check_spacing(spacing) != "default":
+        if class_name in FIXED_SPACING:
+            raise InputError(
+                f"{class_name} spaces its own timesteps from the distillation's schedule; --spacing {spacing} would be "
+                "ignored: leave it at default."
+            )
         overrides = {**overrides, "timestep_spacing": spacing}
     return scheduler_class.from_config(model_config, **overrides)
