@@ -41,7 +41,7 @@ class RecordingInpainter:
     """The real inpainter, counting the jobs that reach it: a refusal up front must leave `runs` at 0."""
 
     def __init__(self, inpainter):
-        self.inpainter, self.components = inpainter, inpainter.components
+        self.inpainter, self.components, self.loras = inpainter, inpainter.components, inpainter.loras
         self.runs = 0
 
     def check(self, settings):
