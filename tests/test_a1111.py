@@ -192,9 +192,11 @@ def test_webuiapi_set_model_accepts_the_loaded_one_and_refuses_another(api, http
     api.util_set_model(title)  # raises on a non-JSON reply; the service answers null
     assert api.set_options({"sd_model_checkpoint": title}) is None
     refused = api.set_options({"sd_model_checkpoint": "other"})
-    assert set(refused) == A1111_ERROR_KEYS and "'other' is not loaded" in refused["detail"]
+    assert set(refused) == A1111_ERROR_KEYS and "'other' is not a model this service can load" in refused["detail"]
     assert_a1111_error(
-        http.post("/sdapi/v1/options", json={"sd_model_checkpoint": "other"}), 422, "'other' is not loaded"
+        http.post("/sdapi/v1/options", json={"sd_model_checkpoint": "other"}),
+        422,
+        "'other' is not a model this service can load",
     )
     assert api.get_options()["sd_model_checkpoint"] == title  # nothing changed
 

@@ -310,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     serve.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="checkpoints clients may switch to (diffusers folders and .safetensors/.ckpt files), beside the local "
+        "Hugging Face cache's pipelines: POST /v1/model, or A1111's options",
+    )
+    serve.add_argument(
+        "--keep-models",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="models kept in memory across switches, the loaded one included (default 1: the old one is freed first)",
+    )
+    serve.add_argument(
         "--api-auth",
         metavar="USER:PASS[,USER:PASS]",
         help="also accept HTTP Basic with these credentials on the AUTOMATIC1111 routes (/sdapi/v1/*), as A1111 does",

@@ -80,3 +80,19 @@ async def wait_for(job: Job, request: Request, worker: InferenceWorker) -> list[
     finally:
         if not job.future.done():
             worker.cancel(job)  # stops it where it is, or frees its place in the queue at once
+
+
+async def switch(request: Request, worker: InferenceWorker, config, name: str) -> None:
+    """Queue a model switch and wait for it (its own deadline: loading a model may take minutes, and a switch is never
+    stopped half-way)."""
+    if name == worker.model_name:
+        return
+    job = worker.switch_job(name, time.monotonic() + max(config.timeout, SWITCH_TIMEOUT_S), config.timeout)
+    try:
+        worker.submit(job)
+        await wait_for(job, request, worker)
+    finally:
+        request.state.log.update({**job.timings(), "switch_to": name})
+
+
+SWITCH_TIMEOUT_S = 1800.0  # a request waits this long at most for a model to load (a first download included)

@@ -32,7 +32,7 @@ from ..schedulers import SCHEDULER_NAMES
 from ..settings import MAX_TEXT_LENGTH, InpaintSettings
 from .a1111.routes import PREFIX as A1111_PREFIX
 from .a1111.routes import add_a1111_routes
-from .admission import model_pixels, not_ready, require_fits_deadline, require_step_budget, wait_for
+from .admission import model_pixels, not_ready, require_fits_deadline, require_step_budget, switch, wait_for
 from .config import ServiceConfig
 from .errors import ServiceError
 from .forms import MAX_SETTINGS_BYTES, request_body_schema, settings_from_form, uploaded_file
@@ -77,11 +77,16 @@ class MethodInfo(BaseModel):
     trained_parts: Optional[str] = None  # a trained part loaded with the model (latentpaint's propagation file)
 
 
+class ModelChoice(BaseModel):
+    model: str  # a name from /v1/models' available_models
+
+
 class ModelsResult(BaseModel):
     models: list[ModelInfo]
     methods: list[MethodInfo]
     schedulers: list[str]
     loras: list[str]  # the LoRA files a request may name (--loras-dir)
+    available_models: list[str]  # what POST /v1/model may switch to (--models-dir, the Hugging Face cache)
     defaults: dict[str, Any]  # every setting and its default
     limits: dict[str, Any]
 
@@ -90,10 +95,14 @@ def create_app(
     inpainter: Inpainter | Callable[[], Inpainter],
     config: ServiceConfig = ServiceConfig(),
     model_name: Optional[str] = None,
+    catalog=None,
+    load_model: Optional[Callable[[str], Inpainter]] = None,
+    keep_models: int = 1,
 ) -> FastAPI:
-    """The service over a loaded Inpainter, or over a loader the worker thread calls at startup (see /readyz)."""
-    worker = InferenceWorker(inpainter, config.max_queue)
+    """The service over a loaded Inpainter, or over a loader the worker thread calls at startup (see /readyz).
+    `catalog` (catalog.ModelCatalog) and `load_model` let clients switch models (POST /v1/model, A1111's options)."""
     model_name = model_name or (inpainter.components.name if isinstance(inpainter, Inpainter) else "model")
+    worker = InferenceWorker(inpainter, config.max_queue, model_name, catalog, load_model, keep_models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -145,7 +154,17 @@ def create_app(
         responses={401: {"model": ErrorBody}} if config.api_key else {},
     )
     async def models() -> ModelsResult:
-        return describe_service(worker, model_name, config)
+        return describe_service(worker, config)
+
+    @app.post(
+        "/v1/model",
+        response_model=ModelsResult,
+        dependencies=guarded,
+        summary="Switch the model (a queued job: jobs sent before it finish on the old one)",
+    )
+    async def switch_model(request: Request, choice: ModelChoice) -> ModelsResult:
+        await switch(request, worker, config, choice.model)
+        return describe_service(worker, config)
 
     @app.post(
         "/v1/inpaint",
@@ -183,7 +202,7 @@ def create_app(
         return await anyio.to_thread.run_sync(render, images, png_wanted)
 
     a1111_guarded = [Security(require_a1111_credentials)] if config.api_key or config.api_auth else []
-    add_a1111_routes(app, worker, config, model_name, a1111_guarded)
+    add_a1111_routes(app, worker, config, a1111_guarded)
     return app
 
 
@@ -371,9 +390,9 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def describe_service(worker: InferenceWorker, model_name: str, config: ServiceConfig) -> ModelsResult:
+def describe_service(worker: InferenceWorker, config: ServiceConfig) -> ModelsResult:
     inpainter = worker.inpainter
-    model = ModelInfo(id=model_name, ready=worker.state == "ready")
+    model = ModelInfo(id=worker.model_name, ready=worker.state == "ready")
     if inpainter is not None:
         components = inpainter.components
         model = model.model_copy(
@@ -397,6 +416,7 @@ def describe_service(worker: InferenceWorker, model_name: str, config: ServiceCo
         ],
         schedulers=list(SCHEDULER_NAMES),
         loras=[] if inpainter is None else inpainter.loras.available(),
+        available_models=[] if worker.catalog is None else worker.catalog.names(),
         defaults=InpaintSettings().as_dict(),
         limits={
             "max_queue": config.max_queue,

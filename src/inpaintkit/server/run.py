@@ -9,10 +9,12 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import uvicorn
 
+from ..catalog import ModelCatalog
 from ..errors import InputError, first_line
 from ..inpainter import Inpainter
 from ..listening import check_can_listen, is_loopback
@@ -82,7 +84,19 @@ def serve(arguments: argparse.Namespace) -> int:
         warn_if_untrained(inpainter, arguments.model)
         return inpainter
 
-    app = create_app(load, config, model_name=arguments.model)
+    def load_other(source: str) -> Inpainter:  # a switch: the same flags, another model
+        inpainter = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), "model": source}))
+        warn_if_untrained(inpainter, source)
+        return inpainter
+
+    models_dir = getattr(arguments, "models_dir", None)
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise InputError(f"--models-dir {models_dir} is not a folder.")
+    catalog = ModelCatalog(None if models_dir is None else Path(models_dir), extra=(arguments.model,))
+    app = create_app(
+        load, config, model_name=arguments.model, catalog=catalog, load_model=load_other,
+        keep_models=getattr(arguments, "keep_models", 1),
+    )  # fmt: skip
     uvicorn_config = uvicorn.Config(
         app,
         host=arguments.host,

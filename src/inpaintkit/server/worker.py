@@ -61,6 +61,7 @@ class Job:
         self.cost = cost  # job_cost(...), for the worker's seconds-per-unit estimate; None: not counted
         self.steps_done = 0
         self.steps_total = 0  # the loop's step count, known from the first step on (progress)
+        self.switch_to: Optional[str] = None  # set on a model switch (a job of its own in the queue, see switch_job)
         self.latents: Any = None  # the latest step's latents, for a progress preview
         self.interrupted: Optional[str] = None  # the route that ended its denoising early (A1111's /interrupt, /skip)
         self.loop = asyncio.get_running_loop()
@@ -194,8 +195,21 @@ class WaitingJobs:
 class InferenceWorker:
     """The model's owner: loads it (if given a loader), then runs queued jobs in order until stopped."""
 
-    def __init__(self, inpainter: Inpainter | Callable[[], Inpainter], max_queue: int):
+    def __init__(
+        self,
+        inpainter: Inpainter | Callable[[], Inpainter],
+        max_queue: int,
+        model_name: str = "model",
+        catalog=None,
+        load_model: Optional[Callable[[str], Inpainter]] = None,
+        keep_models: int = 1,
+    ):
         self.inpainter: Optional[Inpainter] = serving(inpainter) if isinstance(inpainter, Inpainter) else None
+        self.model_name = model_name  # the loaded model, as clients name it (a catalog name after a switch)
+        self.catalog = catalog  # catalog.ModelCatalog: the models a client may switch to; None: one model only
+        self.load_model = load_model  # loads a catalog entry's source (the CLI's loading, speed options included)
+        self.keep_models = keep_models  # models kept in memory, the loaded one included
+        self._kept: dict[str, Inpainter] = {}  # switched-away models still in memory, oldest first
         self._load = None if isinstance(inpainter, Inpainter) else inpainter
         self.load_error: Optional[BaseException] = None
         self.max_queue = max_queue
@@ -280,8 +294,23 @@ class InferenceWorker:
                     {"Retry-After": str(retry_after)},
                 )
 
+    def switch_job(self, name: str, deadline: float, timeout: float) -> Job:
+        """A queued job that replaces the model with `name` (from the catalog): jobs queued before it run on the old
+        model, jobs after it on the new one. The old model is freed before the new one loads (unless --keep-models
+        keeps it), so one model is in memory at a time."""
+        if self.catalog is None or self.load_model is None:
+            raise ServiceError(422, "This service runs one model; start it with --models-dir to switch models.")
+        try:
+            self.catalog.resolve(name)
+        except InputError as error:
+            raise ServiceError(422, str(error)) from None
+        job = Job(None, None, None, deadline, timeout)  # type: ignore[arg-type]
+        job.switch_to = name
+        return job
+
     def interrupt(self, route: str) -> bool:
-        """Stop the running job between steps (its request is answered 409, naming `route`); False when none runs."""
+        """End the running job's denoising after its current step (its request gets the partly denoised images,
+        naming `route`); False when none runs."""
         job = self.running
         if job is None:
             return False
@@ -320,6 +349,8 @@ class InferenceWorker:
     def _serve(self, job: Job) -> None:
         if self.closing:
             return job.settle(error=shutting_down())
+        if job.switch_to is not None:  # not stopped by its deadline: a half-made switch would leave no model
+            return self._switch(job)
         if not job.keep_going():  # its deadline passed or its client left while it waited
             return job.settle(error=job.stopped_error())
         job.started_at = time.monotonic()
@@ -362,6 +393,35 @@ class InferenceWorker:
             free_memory()  # after the except block, so the traceback's tensors are already released
         self.running = None
         job.settle(error=error)
+
+    def _switch(self, job: Job) -> None:
+        name, previous = job.switch_to, self.model_name
+        job.started_at = time.monotonic()
+        if name == previous:
+            self.running = None
+            return job.settle(result=name)
+        target = self._kept.pop(name, None)  # still in memory from an earlier switch
+        if self.keep_models > 1 and self.inpainter is not None:
+            self._kept[previous] = self.inpainter
+        while len(self._kept) > self.keep_models - 1:  # free the oldest first: memory for the one to load
+            self._kept.pop(next(iter(self._kept)))
+        self.inpainter = None
+        free_memory()
+        try:
+            self.inpainter = target or serving(self.load_model(self.catalog.resolve(name)))
+            self.model_name = name
+            log.info("switched the model from %s to %s in %.1f s", previous, name, time.monotonic() - job.started_at)
+            error = None
+        except BaseException as failure:  # the previous model is loaded again; the client hears why
+            error = ServiceError(422, f"Model {name} could not be loaded ({first_line(failure)}); {previous} is back.")
+            try:
+                self.inpainter = self._kept.pop(previous, None) or serving(
+                    self.load_model(self.catalog.resolve(previous))
+                )
+            except BaseException as again:
+                self.load_error = again  # /readyz says failed, and why
+        self.running = None
+        job.settle(result=name) if error is None else job.settle(error=error)
 
     def _learn_speed(self, job: Job) -> None:
         """Fold a finished job's run time into the averages behind Retry-After and the deadline estimate."""

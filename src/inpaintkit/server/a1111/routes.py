@@ -19,20 +19,20 @@ from fastapi.responses import JSONResponse
 from ...errors import InputError
 from ...io import load_image_and_mask
 from ...preview import latent_preview
-from ..admission import model_pixels, not_ready, require_fits_deadline, require_step_budget, wait_for
+from ..admission import model_pixels, not_ready, require_fits_deadline, require_step_budget, switch, wait_for
 from ..config import ServiceConfig
 from ..errors import ServiceError
 from ..limits import read_body
 from ..worker import InferenceWorker, Job, job_cost
 from .names import samplers_listing, schedulers_listing
-from .options import check_options, model_title, options_for
+from .options import check_options, model_title, names_model, options_for
 from .reply import reply
 from .request import A1111Job, Generation, Img2Img, Txt2Img, job_for, parse_request
 
 PREFIX = "/sdapi/v1"
 
 
-def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str, guarded: list) -> APIRouter:
+def a1111_router(worker: InferenceWorker, config: ServiceConfig, guarded: list) -> APIRouter:
     router = APIRouter(prefix=PREFIX, dependencies=guarded, tags=["AUTOMATIC1111 API"])
 
     async def generate(request: Request, model: type[Generation]) -> JSONResponse:
@@ -43,14 +43,15 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
         except TimeoutError:
             raise ServiceError(408, f"The request body did not arrive within {config.timeout:g} s.") from None
         parsed = parse_request(model, body)
-        spec, cost = await anyio.to_thread.run_sync(admit, worker, config, model_name, parsed)
+        spec, cost = await anyio.to_thread.run_sync(admit, worker, config, parsed)
         job = Job(spec.pixels, spec.mask, spec.settings, deadline, config.timeout, cost)
         try:
             worker.submit(job)
             images = await wait_for(job, request, worker)
         finally:
             request.state.log.update(job.timings())
-        return JSONResponse(await anyio.to_thread.run_sync(reply, spec, parsed, images, model_title(model_name)))
+        title = model_title(worker.model_name)
+        return JSONResponse(await anyio.to_thread.run_sync(reply, spec, parsed, images, title))
 
     @router.post(
         "/img2img",
@@ -78,12 +79,16 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
 
     @router.get("/sd-models")
     async def sd_models() -> list[dict]:
-        title = model_title(model_name)
-        short = title.rstrip("/").split("/")[-1]
-        return [{"title": title, "model_name": short, "hash": None, "sha256": None, "filename": title, "config": None}]
+        """The loaded model and those it may switch to (POST /options with sd_model_checkpoint)."""
+        names = [worker.model_name] + ([] if worker.catalog is None else worker.catalog.names())
+        return [
+            {"title": model_title(name), "model_name": name.rstrip("/").split("/")[-1], "hash": None, "sha256": None,
+             "filename": name, "config": None}
+            for name in dict.fromkeys(names)
+        ]  # fmt: skip
 
     async def get_options() -> dict[str, Any]:
-        return options_for(model_name)
+        return options_for(worker.model_name)
 
     router.add_api_route("/options", get_options, methods=["GET"])
     router.add_api_route("/options/", get_options, methods=["GET"], include_in_schema=False)
@@ -95,7 +100,11 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, model_name: str
             options = json.loads(body or b"{}")
         except ValueError:
             raise ServiceError(422, "The options must be a JSON object.") from None
-        check_options(options, model_name)
+        wanted = options.get("sd_model_checkpoint") if isinstance(options, dict) else None
+        others = {key: value for key, value in options.items() if key != "sd_model_checkpoint"} if wanted else options
+        check_options(others, worker.model_name)
+        if wanted is not None and not names_model(wanted, worker.model_name):  # A1111's way to switch the model
+            await switch(request, worker, config, catalog_name(worker, wanted))
         return None
 
     # openOutpaint posts to "/options/" (A1111's FastAPI redirects it): answered here, without a redirect.
@@ -146,18 +155,26 @@ async def empty_listing() -> list:
     return []
 
 
-def add_a1111_routes(app: FastAPI, worker: InferenceWorker, config: ServiceConfig, model_name: str, guarded: list):
-    app.include_router(a1111_router(worker, config, model_name, guarded))
+def add_a1111_routes(app: FastAPI, worker: InferenceWorker, config: ServiceConfig, guarded: list):
+    app.include_router(a1111_router(worker, config, guarded))
 
 
-def admit(
-    worker: InferenceWorker, config: ServiceConfig, model_name: str, request: Generation
-) -> tuple[A1111Job, float]:
+def catalog_name(worker: InferenceWorker, wanted: Any) -> str:
+    """The catalog's name for an A1111 title ("name [hash]", or the name alone); one sentence when none fits."""
+    names = [] if worker.catalog is None else worker.catalog.names()
+    for name in names:
+        if names_model(wanted, name):
+            return name
+    listed = ", ".join(dict.fromkeys([worker.model_name, *names]))
+    raise ServiceError(422, f"sd_model_checkpoint {wanted!r} is not a model this service can load ({listed}).")
+
+
+def admit(worker: InferenceWorker, config: ServiceConfig, request: Generation) -> tuple[A1111Job, float]:
     """The /v1 route's checks, in the same order, for an A1111 request: ready, settings, cost, images, deadline."""
     inpainter = worker.inpainter
     if inpainter is None or worker.state != "ready":
         raise not_ready(worker)
-    spec = job_for(request, model_title(model_name), config.max_pixels)
+    spec = job_for(request, model_title(worker.model_name), config.max_pixels)
     settings = spec.settings
     if settings.num_images > config.max_images:
         raise ServiceError(

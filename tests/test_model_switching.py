@@ -1,0 +1,139 @@
+"""The service switches models on request (issue 19): a queued job that frees the old model first (unless
+--keep-models), from --models-dir or the local Hugging Face cache only, through /v1/model and A1111's options."""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from inpaintkit import Inpainter
+from inpaintkit.catalog import ModelCatalog
+from inpaintkit.server import ServiceConfig, create_app
+
+from .conftest import box_mask, gradient_image
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory, tiny4, tiny9):
+    """A --models-dir with two tiny checkpoints (4- and 9-channel) and a folder that is not a model."""
+    folder = tmp_path_factory.mktemp("models")
+    shutil.copytree(tiny4, folder / "four")
+    shutil.copytree(tiny9, folder / "nine")
+    (folder / "notes").mkdir()
+    return folder
+
+
+class Loader:
+    """Loads catalog sources for the service, counting them, and keeps weak references to what it loaded."""
+
+    def __init__(self, broken: tuple[str, ...] = ()):
+        self.sources: list[str] = []
+        self.loaded: dict[str, weakref.ref] = {}
+        self.broken = broken
+
+    def __call__(self, source: str) -> Inpainter:
+        self.sources.append(Path(source).name)
+        if Path(source).name in self.broken:
+            raise OSError("the weights file is damaged")
+        inpainter = Inpainter.from_pretrained(source, device="cpu")
+        self.loaded[Path(source).name] = weakref.ref(inpainter)
+        return inpainter
+
+
+def service(models_dir, loader, **config):
+    catalog = ModelCatalog(models_dir, use_hf_cache=False)
+    start = loader(str(models_dir / "four"))
+    return TestClient(
+        create_app(start, ServiceConfig(**config), model_name="four", catalog=catalog, load_model=loader)
+    )  # fmt: skip
+
+
+def job(client) -> dict:
+    """One tiny job; its settings as the PNG records them."""
+    files = {}
+    for name, pixels in (("image", gradient_image(64, 48)), ("mask", box_mask(64, 48, (16, 8, 48, 40)))):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        files[name] = (f"{name}.png", buffer.getvalue(), "image/png")
+    response = client.post(
+        "/v1/inpaint", files=files, data={"steps": "1", "seed": "1"}, headers={"Accept": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    return json.loads(Image.open(io.BytesIO(response.content)).text["inpaintkit"])
+
+
+def test_switching_loads_the_named_model_and_frees_the_old_one(models_dir):
+    loader = Loader()
+    with service(models_dir, loader) as client:
+        listing = client.get("/v1/models").json()
+        assert listing["available_models"] == ["four", "nine"]  # "notes" holds no model_index.json
+        assert job(client)["method"] == "blend"  # auto on a 4-channel UNet
+        switched = client.post("/v1/model", json={"model": "nine"})
+        assert switched.status_code == 200, switched.text
+        assert switched.json()["models"][0]["id"] == "nine"
+        assert switched.json()["models"][0]["capabilities"]["unet_in_channels"] == 9
+        assert job(client)["method"] == "native"  # the next job runs on the new model
+        gc.collect()
+        assert loader.loaded["four"]() is None  # --keep-models 1: nothing holds the old model any more
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "nine"
+
+
+def test_a1111_clients_switch_with_their_options_and_see_every_model(models_dir):
+    loader = Loader()
+    with service(models_dir, loader) as client:
+        assert [item["title"] for item in client.get("/sdapi/v1/sd-models").json()] == ["four", "nine"]
+        response = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "nine [0123456789]"})
+        assert response.status_code == 200 and response.json() is None, response.text
+        assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "nine"
+        unknown = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "ten"})
+        assert unknown.status_code == 422 and "is not a model this service can load (nine, four)" in unknown.json()[
+            "detail"
+        ]  # fmt: skip
+
+
+def test_keep_models_keeps_the_old_one_so_switching_back_loads_nothing(models_dir):
+    loader = Loader()
+    with service(models_dir, loader, max_queue=4) as client:
+        client.app.state.worker.keep_models = 2
+        assert client.post("/v1/model", json={"model": "nine"}).status_code == 200
+        assert client.post("/v1/model", json={"model": "four"}).status_code == 200
+        assert loader.sources == ["four", "nine"]  # "four" came back from memory, not from disk
+        assert job(client)["method"] == "blend"
+
+
+def test_a_model_that_fails_to_load_is_one_sentence_and_the_previous_one_serves_again(models_dir):
+    loader = Loader(broken=("nine",))
+    with service(models_dir, loader) as client:
+        response = client.post("/v1/model", json={"model": "nine"})
+        assert response.status_code == 422
+        assert response.json()["error"] == (
+            "Model nine could not be loaded (the weights file is damaged); four is back."
+        )  # fmt: skip
+        assert client.get("/readyz").status_code == 200
+        assert job(client)["model"].endswith("four")
+
+
+@pytest.mark.parametrize("name", ["../four", str(Path("/etc")), "stabilityai/not-downloaded", ""])
+def test_only_listed_models_may_be_named(models_dir, name):
+    loader = Loader()
+    with service(models_dir, loader) as client:
+        response = client.post("/v1/model", json={"model": name})
+        assert response.status_code == 422 and "is not one this service can load (four, nine)" in response.json()[
+            "error"
+        ]  # fmt: skip
+        assert loader.sources == ["four"]  # nothing else was loaded
+
+
+def test_a_service_without_a_catalog_says_how_to_get_one(inpainter4):
+    with TestClient(create_app(inpainter4, ServiceConfig())) as client:
+        response = client.post("/v1/model", json={"model": "other"})
+        assert response.status_code == 422
+        assert response.json()["error"] == "This service runs one model; start it with --models-dir to switch models."
