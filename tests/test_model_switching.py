@@ -137,3 +137,29 @@ def test_a_service_without_a_catalog_says_how_to_get_one(inpainter4):
         response = client.post("/v1/model", json={"model": "other"})
         assert response.status_code == 422
         assert response.json()["error"] == "This service runs one model; start it with --models-dir to switch models."
+
+
+def test_the_web_ui_switches_models_from_its_dropdown(models_dir):
+    import gradio as gr
+
+    from inpaintkit.ui.app import build_app
+
+    loader = Loader(broken=("broken",))
+    (models_dir / "broken").mkdir(exist_ok=True)
+    (models_dir / "broken" / "model_index.json").write_text("{}")
+    catalog = ModelCatalog(models_dir, use_hf_cache=False, extra=("four",))
+    start = loader(str(models_dir / "four"))
+    demo = build_app(start, model_name="four", catalog=catalog, load_model=loader)
+    del start  # the UI's handlers hold the model now
+    dropdowns = [block for block in demo.blocks.values() if isinstance(block, gr.Dropdown) and block.label == "Model"]
+    assert len(dropdowns) == 1 and [choice[0] for choice in dropdowns[0].choices] == ["four", "broken", "nine"]
+    handlers = demo.jobs
+    assert handlers.switch_model("nine", progress=lambda *a, **k: None) == "Model: nine"
+    assert handlers.inpainter.capabilities.inpainting_unet  # the Run handler's model is the new one
+    gc.collect()
+    assert loader.loaded["four"]() is None  # freed before the new one loaded
+    with pytest.raises(gr.Error, match="Model broken could not be loaded"):
+        handlers.switch_model("broken", progress=lambda *a, **k: None)
+    assert handlers.model_name == "nine" and handlers.inpainter.capabilities.inpainting_unet  # the previous is back
+    with pytest.raises(gr.Error, match="is not one this service can load"):
+        handlers.switch_model("../four", progress=lambda *a, **k: None)

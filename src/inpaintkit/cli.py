@@ -213,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     ui.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
     ui.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="checkpoints the Model dropdown offers (diffusers folders, .safetensors/.ckpt files), beside the local "
+        "Hugging Face cache's pipelines",
+    )
+    ui.add_argument(
         "--max-queue",
         type=positive_int,
         default=8,

@@ -42,17 +42,29 @@ def method_option_field(name: str) -> gr.components.Component:
     )
 
 
-def build_app(inpainter, *, model_name: str = "", max_queue: int = 8) -> CheckedBlocks:
+def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=None, load_model=None) -> CheckedBlocks:
     """The Gradio app around one loaded Inpainter, its queue bounded to `max_queue` waiting jobs, one running at a
-    time.
+    time. With a `catalog` (--models-dir) and `load_model`, a Model dropdown switches models.
     """
-    handlers = jobs.InpaintJobs(inpainter)
+    handlers = jobs.InpaintJobs(inpainter, model_name, catalog, load_model)
     with CheckedBlocks(title="inpaintkit", analytics_enabled=False, delete_cache=CACHE_CLEANUP) as demo:
         demo.jobs = handlers
         gr.Markdown(
             f"## inpaintkit\nModel: `{model_name or inpainter.components.name}`. Paint over what should change, "
             "describe it, press **Run**."
         )
+        if catalog is not None and load_model is not None:
+            with gr.Row():
+                model_choice = gr.Dropdown(
+                    list(dict.fromkeys([handlers.model_name, *catalog.names()])),
+                    value=handlers.model_name,
+                    label="Model",
+                    info="--models-dir and the Hugging Face cache; switching waits for the running job",
+                )
+                model_status = gr.Markdown(f"Model: {handlers.model_name}")
+            model_choice.change(
+                handlers.switch_model, model_choice, model_status, api_name="switch_model", concurrency_limit=1
+            )
         if inpainter.capabilities.untrained:
             gr.Markdown(
                 "**This model is UNTRAINED (random weights, from make-tiny-model): the painted region comes back as "

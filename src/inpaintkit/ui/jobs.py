@@ -34,9 +34,12 @@ class InpaintJobs:
     steps.
     """
 
-    def __init__(self, inpainter):
+    def __init__(self, inpainter, model_name: str = "", catalog=None, load_model=None):
         self.inpainter = inpainter
         inpainter.loras.served = True  # a browser names LoRAs in --loras-dir, never a path of its choosing
+        self.model_name = model_name or inpainter.components.name
+        self.catalog = catalog  # catalog.ModelCatalog: the models the Model dropdown offers; None: one model only
+        self.load_model = load_model  # loads a catalog entry's source, as the CLI loads --model
         self.model_lock = threading.Lock()  # a stopped job can still be finishing its step when the next one starts
         self.stop_switches: dict[Optional[str], threading.Event] = {}
 
@@ -96,6 +99,31 @@ class InpaintJobs:
         results = [(with_png_text(each), f"seed {each.info['inpaintkit']['seed']}") for each in images]
         return results, str(images[0].info["inpaintkit"]["seed"]), 0
 
+    def switch_model(self, name: str, progress: gr.Progress = gr.Progress()) -> str:
+        """Load another model from the catalog, after the running job (the model lock); the old one is freed first, so
+        one model is in memory at a time. A model that fails to load is one sentence and the previous one is back."""
+        with shown_as_messages():
+            if self.catalog is None or self.load_model is None:
+                raise InputError("This UI runs one model; start it with --models-dir to switch models.")
+            source = self.catalog.resolve(name)
+            if name == self.model_name:
+                return f"Model: {name}"
+            with self.model_lock:
+                progress(0, desc=f"loading {name}")
+                previous, self.inpainter = self.model_name, None
+                free_memory()
+                try:
+                    self.inpainter = self.load_model(source)
+                except Exception as error:
+                    self.inpainter = self.load_model(self.catalog.resolve(previous))
+                    raise InputError(f"Model {name} could not be loaded ({str(error).splitlines()[0]}); {previous} is "
+                                     "back.") from None  # fmt: skip
+                finally:
+                    if self.inpainter is not None:
+                        self.inpainter.loras.served = True
+                self.model_name = name
+        return f"Model: {name}"
+
     def stop(self, request: gr.Request = None) -> None:
         """Ask this session's running job to stop after its current step."""
         switch = self.stop_switches.get(session_of(request))
@@ -116,6 +144,14 @@ class InpaintJobs:
         finally:
             if self.stop_switches.get(session) is switch:
                 del self.stop_switches[session]
+
+
+def free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def session_of(request: Optional[gr.Request]) -> Optional[str]:

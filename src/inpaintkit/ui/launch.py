@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from starlette.middleware import Middleware
@@ -98,6 +99,7 @@ def private_cache() -> Iterator[str]:
 
 def launch(arguments: argparse.Namespace) -> int:
     """Load the model (once: every job reuses it), serve the UI, and block until Ctrl-C or SIGTERM."""
+    from ..catalog import ModelCatalog
     from ..model_arguments import inpainter_from_arguments, warn_if_untrained
 
     check_can_listen(arguments.host, arguments.port)
@@ -107,7 +109,18 @@ def launch(arguments: argparse.Namespace) -> int:
 
         inpainter = inpainter_from_arguments(arguments)  # the CLI's loading, speed options included
         warn_if_untrained(inpainter, arguments.model)
-        demo = build_app(inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue)
+        models_dir = getattr(arguments, "models_dir", None)
+        catalog = ModelCatalog(Path(models_dir), extra=(str(arguments.model),)) if models_dir else None
+
+        def load_other(source: str):  # a switch: the same flags, another model
+            other = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), "model": source}))
+            warn_if_untrained(other, source)
+            return other
+
+        demo = build_app(
+            inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue, catalog=catalog,
+            load_model=load_other if catalog is not None else None,
+        )  # fmt: skip
         url = start(
             demo,
             host=arguments.host,
