@@ -757,3 +757,16 @@ def test_api_auth_credentials_must_be_ascii():
     assert parse_api_auth("u:p:with:colons") == (("u", "p:with:colons"),)
     with pytest.raises(InputError, match="must be ASCII"):
         parse_api_auth("ü:pä")
+
+
+@pytest.mark.parametrize(
+    "prompt, phrase",
+    [
+        ("a cat <lyco:thing:1>", "this service loads LoRAs only"),
+        ("a cat <lora:style:abc>", "the weight 'abc' is not a number"),
+        ("a cat <lora:style:0.5:0.2>", "separate text-encoder and UNet weights are not supported"),
+        ("a cat <lora::1>", "write <lora:NAME:WEIGHT>"),
+    ],
+)
+def test_a_lora_tag_that_cannot_mean_anything_here_is_one_sentence(http, prompt, phrase):
+    assert_a1111_error(img2img(http, prompt=prompt), 422, phrase)

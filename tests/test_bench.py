@@ -548,3 +548,16 @@ def test_another_tools_unreadable_metrics_csv_is_computed_again(finished, tmp_pa
     code, _, err = run_cli(["metrics", "--src", dataset, "--pred", dst, "--dst", target], capsys)
     assert code == 0, err
     assert "is unreadable" in err and len(read_rows(target / "metrics.csv")) == len(read_rows(dst / "metrics.csv"))
+
+
+def test_bench_applies_a_preset_to_what_was_not_given(tmp_path, tiny4, capsys):
+    dataset = write_dataset(tmp_path / "dataset")
+    dst = tmp_path / "results"
+    code, _, err = run_cli(
+        ["bench", "--pipeline", "blend", "--src", dataset, "--dst", dst, "--model", tiny4, "--preset", "lcm-lora",
+         "--steps", "2", "--limit", "1", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    settings = json.loads((dst / "run.json").read_text())["settings"]
+    assert (settings["steps"], settings["guidance"], settings["scheduler"]) == (2, 1.0, "lcm")  # --steps typed: kept

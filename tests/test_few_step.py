@@ -78,7 +78,9 @@ def ours(folder_or_inpainter, method, scheduler, **options) -> np.ndarray:
     if not isinstance(inpainter, Inpainter):
         inpainter = Inpainter.from_pretrained(folder_or_inpainter, device="cpu")
     job = {"steps": STEPS, "guidance": GUIDANCE, "seed": SEED, "paste_back": False, **options}
-    images = inpainter(IMAGE, MASK, PROMPT, negative_prompt=NEGATIVE, method=method, scheduler=scheduler, **job)
+    # An LCM UNet makes no unconditional pass: a negative prompt is refused there (diffusers drops it unread).
+    negative = "" if inpainter.capabilities.guidance_embedding_dim else NEGATIVE
+    images = inpainter(IMAGE, MASK, PROMPT, negative_prompt=negative, method=method, scheduler=scheduler, **job)
     return np.asarray(images[0])
 
 
@@ -260,3 +262,28 @@ def test_cli_rejects_an_unknown_spacing_in_one_line(cli_files, capsys):
 def test_an_unknown_spacing_is_one_sentence_in_the_api(inpainter4):
     with pytest.raises(InputError, match="Unknown timestep spacing 'sideways'"):
         ours(inpainter4, "blend", "euler", spacing="sideways")
+
+
+def test_a_negative_prompt_on_an_lcm_unet_is_refused_not_dropped(lcm_inpainter4):
+    """diffusers reads no negative prompt for a guidance-distilled UNet; giving one must not look as if it acted."""
+    with pytest.raises(InputError, match="a negative prompt cannot act") as refused:
+        lcm_inpainter4(IMAGE, MASK, PROMPT, negative_prompt="blurry", scheduler="lcm", steps=2)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_preset_fills_only_what_was_not_given_even_a_typed_default():
+    from inpaintkit import cli
+
+    arguments = cli.build_parser().parse_args(
+        ["run", "--image", "x.png", "--output", "o.png", "--preset", "turbo", "--steps", "50"]
+    )
+    settings = cli.settings_from_arguments(arguments)
+    # --steps 50 was typed (it is also the default): it wins; the rest comes from the preset
+    assert (settings.steps, settings.guidance, settings.scheduler, settings.spacing) == (50, 0.0, "euler-a", "trailing")
+    plain = cli.settings_from_arguments(cli.build_parser().parse_args(["run", "--image", "x", "--output", "o.png"]))
+    assert (plain.steps, plain.guidance, plain.scheduler, plain.spacing) == (50, 7.5, "default", "default")
+
+
+def test_spacing_with_karras_dpm_is_refused_as_ignored(inpainter4):
+    with pytest.raises(InputError, match="would be ignored"):
+        ours(inpainter4, "blend", "dpm++2m-karras", spacing="trailing")

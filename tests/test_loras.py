@@ -447,3 +447,33 @@ def test_service_without_a_loras_root_refuses_every_lora(tiny4, lora_dir):
         for lora in ("style.safetensors", str(lora_dir / "style.safetensors"), "../style.safetensors"):
             assert_422(post(test_client, loras=lora), "this service takes no LoRAs (start it with --loras-dir")
         assert post(test_client).status_code == 200
+
+
+# -- what the review found ---------------------------------------------------------------------------------------
+
+
+def test_the_same_file_under_two_names_is_refused_not_applied_twice(sd, lora_dir):
+    same = f"{lora_dir}/./style.safetensors"  # another spelling of style.safetensors
+    with pytest.raises(InputError, match="is the same file as"):
+        sd(path(lora_dir, "style.safetensors", ":0.5"), f"{same}:0.5")
+    sd.assert_base()
+
+
+def test_a_fused_model_records_its_loras_on_every_job(tiny4, lora_dir):
+    fused = Inpainter.from_pretrained(tiny4, device="cpu", fuse_loras=[path(lora_dir, "style.safetensors", ":0.7")])
+    image = fused(IMAGE, MASK, "a red ball", **JOB)[0]  # no loras asked: the merged weights run all the same
+    (recorded,) = image.info["inpaintkit"]["loras"]
+    assert recorded["fused"] and recorded["weight"] == 0.7 and recorded["sha256"]
+    with pytest.raises(InputError, match="fused into its weights"):
+        fused(IMAGE, MASK, "x", loras=[path(lora_dir, "other.safetensors")], **JOB)
+
+
+def test_a_missing_loras_dir_is_one_sentence(tiny4, tmp_path):
+    with pytest.raises(InputError, match="is not a folder"):
+        Inpainter.from_pretrained(tiny4, device="cpu", lora_root=tmp_path / "nowhere")
+
+
+def test_a_folder_named_like_a_lora_is_not_listed(tmp_path, tiny4):
+    (tmp_path / "folder.safetensors").mkdir()
+    make_tiny_lora(tiny4, tmp_path / "real.safetensors")
+    assert Inpainter.from_pretrained(tiny4, device="cpu", lora_root=tmp_path).loras.available() == ["real.safetensors"]

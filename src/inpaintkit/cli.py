@@ -386,16 +386,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
     parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     generation = parser.add_argument_group("generation")
     generation.add_argument(
-        "--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)"
+        "--guidance", type=float, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)"
     )
-    generation.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    generation.add_argument("--steps", type=int, help="denoising steps (default 50)")
     generation.add_argument(
         "--strength", type=float, default=1.0, help="how far to noise the masked region, in (0, 1] (default 1)"
     )
     generation.add_argument("--seed", type=int, help=seed_help)
-    generation.add_argument(
-        "--scheduler", default="default", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)"
-    )
+    generation.add_argument("--scheduler", choices=SCHEDULER_NAMES, help="sampler (default: the model's own)")
     generation.add_argument(
         "--preset",
         choices=PRESET_NAMES,
@@ -403,7 +401,6 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
     )
     generation.add_argument(
         "--spacing",
-        default="default",
         choices=SPACINGS,
         help="timestep spacing (default: the model's config; trailing for Lightning, Hyper-SD and Turbo models)",
     )
@@ -601,9 +598,9 @@ def settings_from_arguments(arguments: argparse.Namespace) -> InpaintSettings:
     from .settings import InpaintSettings
 
     values = {field.name: getattr(arguments, field.name) for field in fields(InpaintSettings)}
-    # A preset fills what was left at its default; a flag given at its default value counts as left.
-    values = with_preset(getattr(arguments, "preset", None), values, InpaintSettings().as_dict())
-    settings = InpaintSettings(**{**values, "loras": tuple(values["loras"])})
+    # A preset fills what was not given (those flags default to None); the settings' defaults fill the rest.
+    values = with_preset(getattr(arguments, "preset", None), values)
+    settings = InpaintSettings(**{**values, "loras": tuple(values["loras"])})  # fmt: skip
     missing_local_files(parse_loras(settings.loras), getattr(arguments, "loras_dir", None))  # before the model loads
     return settings
 

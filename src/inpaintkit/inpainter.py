@@ -89,6 +89,8 @@ class Inpainter:
             components.method_weights["latentpaint"] = load_propagation(
                 latentpaint_weights, unet_architecture(components.unet)
             ).to(torch_device, components.dtype)
+        if lora_root is not None and not Path(lora_root).is_dir():
+            raise InputError(f"--loras-dir {lora_root} is not a folder.")
         inpainter = cls(components, lora_root)
         inpainter.loras.fuse(parse_loras(fuse_loras))  # before compile: the compiled graph then has the merged weights
         accelerate(components, acceleration)
@@ -187,6 +189,11 @@ class Inpainter:
             )
         method = resolve_method(settings.method, self.capabilities, settings)
         method.check_components(self.components, settings)
+        if self.capabilities.guidance_embedding_dim is not None and settings.negative_prompt.strip():
+            raise InputError(
+                "This model takes the guidance scale as an input (a guidance-distilled, LCM-style UNet) and makes no "
+                "unconditional pass, so a negative prompt cannot act; leave it out."
+            )
         loras = parse_loras(settings.loras)
         if loras and self.components.acceleration.compile and loras != self.loras.fused:
             raise InputError(

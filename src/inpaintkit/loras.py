@@ -53,7 +53,9 @@ class LoraAdapters:
         """The LoRA names a request may use (the files in `root`), sorted."""
         if self.root is None or not self.root.is_dir():
             return []
-        return sorted(path.name for path in self.root.iterdir() if path.suffix.lower() in LORA_SUFFIXES)
+        return sorted(
+            path.name for path in self.root.iterdir() if path.suffix.lower() in LORA_SUFFIXES and path.is_file()
+        )
 
     def resolve(self, source: str) -> str:
         """Where a source is loaded from; with a root, only a file name in it (one sentence otherwise)."""
@@ -70,17 +72,25 @@ class LoraAdapters:
         raise InputError(f"LoRA {source!r} is not one of this service's LoRAs ({known}).")
 
     def check(self, specs: tuple[LoraSpec, ...]) -> None:
-        """Cheap checks before any work: the sources exist (a local path that is not there is not a hub id either)."""
-        if specs and self.fused and specs != self.fused:
+        """Cheap checks before any work: the sources exist (a local path that is not there is not a hub id either),
+        and no file is named twice under two names (it would be applied twice)."""
+        if self.fused and specs not in ((), self.fused):
             raise InputError(
                 f"This model's LoRAs are fused into its weights ({', '.join(map(str, self.fused))}); other LoRAs "
                 "need a model loaded without --fuse-lora."
             )
+        seen: dict[str, str] = {}
         for spec in specs:
             source = self.resolve(spec.source)
             looks_local = source.startswith((".", "/", "~")) or source.lower().endswith(LORA_SUFFIXES)
             if looks_local and not Path(source).expanduser().exists():
                 raise InputError(f"LoRA {spec.source}: no such file or folder.")
+            identity = str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
+            if identity in seen:
+                raise InputError(
+                    f"LoRA {spec.source} is the same file as {seen[identity]}; give it once with the weight you want."
+                )
+            seen[identity] = spec.source
 
     def load(self, source: str) -> LoadedLora:
         """Load a source once; later jobs reuse it. One sentence when it does not fit this model."""
@@ -96,14 +106,16 @@ class LoraAdapters:
         except Exception as error:  # diffusers and peft raise ValueError, RuntimeError, KeyError, OSError...
             with errors_muted():
                 self._forget(adapter)
+            reason = telling_line(error)[:300]
+            if self.root is not None:  # a client of the service does not need the server's folders
+                reason = reason.replace(str(self.root) + "/", "").replace(str(self.root), "")
             raise InputError(
-                f"LoRA {source} could not be loaded into this {self.components.family.name} model "
-                f"({telling_line(error)[:300]}); is it a LoRA for this architecture?"
+                f"LoRA {source} could not be loaded into this {self.components.family.name} model ({reason}); is it "
+                "a LoRA for this architecture?"
             ) from None
         if adapter not in self._adapters_in_model():
             raise InputError(f"LoRA {source} holds no weights for this {self.components.family.name} model's layers.")
-        path = Path(location).expanduser()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else None
+        digest = file_digest(Path(location).expanduser())
         self._loaded[source] = LoadedLora(adapter, digest)
         log.info("Loaded LoRA %s (adapter %s).", source, adapter)
         return self._loaded[source]
@@ -112,7 +124,7 @@ class LoraAdapters:
     def active(self, specs: tuple[LoraSpec, ...]) -> Iterator[list[dict]]:
         """These LoRAs on, with their weights, for the block; every LoRA off after it. Yields what the outputs
         record (source, weight, digest)."""
-        if specs == self.fused:
+        if self.fused and specs in ((), self.fused):  # merged into the weights: every job runs with them
             yield [{"source": s.source, "weight": s.weight, "sha256": d, "fused": True} for s, d in self.fused_digests]
             return
         self.check(specs)
@@ -184,3 +196,18 @@ def telling_line(error: BaseException) -> str:
         if "size mismatch" in line:
             return line.strip().rstrip(".")
     return first_line(error)
+
+
+def file_digest(path: Path) -> Optional[str]:
+    """The first 12 hex digits of the SHA-256 of a LoRA file, or of a folder's one .safetensors file (diffusers'
+    layout); None for a hub id or a folder of several files. Read in chunks: LoRAs reach hundreds of MB."""
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        path = files[0] if len(files) == 1 else path
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]

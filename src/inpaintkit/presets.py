@@ -26,9 +26,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_NAMES = tuple(PRESETS)
 
 
-def with_preset(name: str | None, values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`values` with the preset's settings where a value is still its default (a value the user gave wins)."""
-    if not name:
-        return values
-    chosen = {key: value for key, value in PRESETS[name].items() if values.get(key) == defaults[key]}
-    return {**values, **chosen}
+# The settings a preset sets. Their CLI flags default to None (not given), so a value typed at its default still wins.
+PRESET_KEYS = ("steps", "guidance", "scheduler", "spacing")
+
+
+def with_preset(name: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with the preset's settings where a value was not given (None); keys still None are left out, so the
+    settings' own defaults apply."""
+    chosen = PRESETS[name] if name else {}
+    settled = dict(values)
+    for key in PRESET_KEYS:
+        if settled.get(key) is None:
+            if key in chosen:
+                settled[key] = chosen[key]
+            else:
+                settled.pop(key, None)
+    return settled

@@ -74,10 +74,12 @@ def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "defa
             f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
         )
     if check_spacing(spacing) != "default":
-        if class_name in FIXED_SPACING:
+        if class_name in FIXED_SPACING or (class_name == "DPMSolverMultistepScheduler" and overrides.get(
+            "use_karras_sigmas"
+        )):  # fmt: skip
             raise InputError(
-                f"{class_name} spaces its own timesteps from the distillation's schedule; --spacing {spacing} would be "
-                "ignored: leave it at default."
+                f"The {name} scheduler spaces its own timesteps (a distillation's schedule, or Karras sigmas); "
+                f"--spacing {spacing} would be ignored: leave it at default."
             )
         overrides = {**overrides, "timestep_spacing": spacing}
     return scheduler_class.from_config(model_config, **overrides)

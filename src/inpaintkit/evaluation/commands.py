@@ -16,6 +16,7 @@ from ..errors import InputError
 from ..io import check_writable, write_text_atomic
 from ..methods import METHOD_OPTIONS, METHODS
 from ..names import DEFAULT_SEED
+from ..presets import with_preset
 from ..settings import InpaintSettings
 from .pipe import parse_pipe_source, read_pipe
 from .run import Evaluation, evaluate
@@ -156,7 +157,8 @@ def bench_settings_base(arguments: argparse.Namespace) -> dict[str, Any]:
         if hasattr(arguments, field.name)
     }
     base["seed"] = DEFAULT_SEED if base.get("seed") is None else base["seed"]
-    return base
+    base["loras"] = list(base.get("loras") or ())  # a list: run.json holds it, and a resume compares the two
+    return with_preset(getattr(arguments, "preset", None), base)  # what was not given: the preset, else the default
 
 
 def settings_for(base: dict[str, Any], method: str, prompt: str) -> InpaintSettings:

@@ -63,7 +63,12 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
                 )
                 model_status = gr.Markdown(f"Model: {handlers.model_name}")
             model_choice.change(
-                handlers.switch_model, model_choice, model_status, api_name="switch_model", concurrency_limit=1
+                handlers.switch_model,
+                model_choice,
+                model_status,
+                api_name="switch_model",
+                concurrency_limit=1,
+                concurrency_id="model",  # one queue with Run: a switch never overlaps a job
             )
         if inpainter.capabilities.untrained:
             gr.Markdown(
@@ -138,6 +143,7 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
             [gallery, seed_used, selected],
             api_name="inpaint",
             concurrency_limit=1,
+            concurrency_id="model",
         )
         stop.click(handlers.stop, None, None, cancels=[run_event], api_name="stop", queue=False)
         demo.unload(handlers.stop)  # a closed tab stops its job instead of leaving it to run on

@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -16,7 +17,9 @@ from ... import __version__
 from .request import A1111Job, Generation, Img2Img
 
 
-def infotext(job: A1111Job, request: Generation, model: str, seed: int, size: tuple[int, int], method: str) -> str:
+def infotext(
+    job: A1111Job, request: Generation, model: str, seed: int, size: tuple[int, int], method: str, loras: list
+) -> str:
     """A1111's generation parameters line (modules/processing.py create_infotext), which clients parse back."""
     settings = job.settings
     entries: dict[str, Any] = {
@@ -31,11 +34,13 @@ def infotext(job: A1111Job, request: Generation, model: str, seed: int, size: tu
     if isinstance(request, Img2Img):
         entries["Denoising strength"] = settings.strength
     entries.update(job.extra_parameters)
+    if loras:  # as A1111 writes them, so "send to img2img" finds the same files
+        entries["Lora hashes"] = ", ".join(f"{Path(each['source']).stem}: {each.get('sha256')}" for each in loras)
     entries["Inpaint method"] = method  # ours, as the job resolved it ("auto" -> native or blend)
     entries["Version"] = f"inpaintkit {__version__}"
     text = ", ".join(f"{key}: {quoted(value)}" for key, value in entries.items())
     negative = f"\nNegative prompt: {settings.negative_prompt}" if settings.negative_prompt else ""
-    return f"{settings.prompt}{negative}\n{text}".strip()
+    return f"{request.prompt}{negative}\n{text}".strip()  # the prompt as sent: A1111 keeps its <lora:...> tags
 
 
 def quoted(value: Any) -> str:
@@ -50,14 +55,15 @@ def reply(job: A1111Job, request: Generation, images: list[Image.Image], model: 
     seeds = [image.info["inpaintkit"]["seed"] for image in images]
     size = images[0].size if images else (request.width, request.height)
     method = images[0].info["inpaintkit"]["method"] if images else job.settings.method
-    texts = [infotext(job, request, model, seed, size, method) for seed in seeds]
+    loras = images[0].info["inpaintkit"].get("loras", []) if images else []
+    texts = [infotext(job, request, model, seed, size, method, loras) for seed in seeds]
     encoded = [png_base64(image, text) for image, text in zip(images, texts)] if request.send_images else []
     parameters = request.model_dump()
     if isinstance(request, Img2Img) and not request.include_init_images:
         parameters.update(init_images=None, mask=None)
     info = {
-        "prompt": settings.prompt,
-        "all_prompts": [settings.prompt] * len(seeds),
+        "prompt": request.prompt,  # as sent, tags included (A1111's); the encoder read settings.prompt
+        "all_prompts": [request.prompt] * len(seeds),
         "negative_prompt": settings.negative_prompt,
         "all_negative_prompts": [settings.negative_prompt] * len(seeds),
         "seed": seeds[0],

@@ -249,17 +249,35 @@ def generation_parameters(request: Generation, settings: InpaintSettings) -> dic
     return entries
 
 
-LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+NETWORK_TAG = re.compile(r"<(lora|lyco|hypernet):([^>]*)>", re.IGNORECASE)
 
 
 def prompt_loras(prompt: str) -> tuple[str, tuple[str, ...]]:
-    """A1111's `<lora:NAME:WEIGHT>` tags, taken out of the prompt as LoRAs (NAME in --loras-dir; a second weight, for
-    the text encoder in some forks, is not used). The prompt without them is what the text encoder reads."""
-    loras = tuple(
-        f"{name.strip()}:{weight.strip()}" if weight and weight.strip() else name.strip()
-        for name, weight in LORA_TAG.findall(prompt)
-    )
-    return " ".join(LORA_TAG.sub(" ", prompt).split()) if loras else prompt, loras
+    """A1111's `<lora:NAME>` and `<lora:NAME:WEIGHT>` tags, taken out of the prompt as LoRAs (NAME in --loras-dir).
+    The prompt without them is what the text encoder reads. What a tag cannot mean here is one sentence: another
+    network kind, a weight that is not a number, separate text-encoder and UNet weights."""
+    loras = []
+    for kind, body in NETWORK_TAG.findall(prompt):
+        tag = f"<{kind}:{body}>"
+        if kind.lower() != "lora":
+            raise ServiceError(422, f"The prompt's {tag}: this service loads LoRAs only (<lora:NAME:WEIGHT>).")
+        parts = [part.strip() for part in body.split(":")]
+        if not parts[0] or len(parts) > 2:
+            raise ServiceError(
+                422, f"The prompt's {tag}: write <lora:NAME:WEIGHT> (one weight; separate text-encoder and UNet "
+                "weights are not supported)."
+            )  # fmt: skip
+        if len(parts) == 2 and parts[1]:
+            try:
+                float(parts[1])
+            except ValueError:
+                raise ServiceError(422, f"The prompt's {tag}: the weight {parts[1]!r} is not a number.") from None
+            loras.append(f"{parts[0]}:{parts[1]}")
+        else:
+            loras.append(parts[0])
+    if not loras:
+        return prompt, ()
+    return " ".join(NETWORK_TAG.sub(" ", prompt).split()), tuple(loras)
 
 
 def check_size(request: Generation, max_pixels: int) -> None:
