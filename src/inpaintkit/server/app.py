@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData
@@ -38,6 +39,7 @@ from .errors import ServiceError
 from .forms import MAX_SETTINGS_BYTES, request_body_schema, settings_from_form, uploaded_file
 from .limits import decode_image, read_body
 from .logs import AccessLog
+from .metrics import ServiceMetrics
 from .worker import InferenceWorker, Job, job_cost
 
 log = logging.getLogger("inpaintkit.server")
@@ -125,7 +127,10 @@ def create_app(
         app.add_middleware(
             CORSMiddleware, allow_origins=list(config.cors_allow_origins), allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_middleware(AccessLog)  # added last, so it runs first: it also logs UnexpectedErrors' 500
+    metrics = ServiceMetrics(worker)
+    app.state.metrics = metrics
+    # added last, so it runs first: it also logs (and counts) UnexpectedErrors' 500
+    app.add_middleware(AccessLog, on_request=metrics.record)
     add_error_handlers(app)
     guarded = [Security(require_api_key)] if config.api_key else []
     errors = {status: {"model": ErrorBody} for status in (400, 406, 408, 413, 415, 422, 429, 503, 504)}
@@ -146,6 +151,10 @@ def create_app(
         status = readiness(worker)
         ready = status.status in ("ready", "busy")
         return JSONResponse(status.model_dump(exclude_none=True), status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics: queue, jobs by outcome, job and wait seconds, model load, GPU")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/v1/models",

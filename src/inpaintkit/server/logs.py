@@ -18,8 +18,9 @@ class AccessLog:
     Handlers add fields to the line through `request.state.log` (a dict), e.g. the job's queue wait and run time.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, on_request=None):
         self.app = app
+        self.on_request = on_request  # called with each finished request's fields (the service's metrics)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -43,6 +44,8 @@ class AccessLog:
             access_log.info(
                 json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), **fields})
             )
+            if self.on_request is not None:
+                self.on_request(fields)
 
 
 class JsonLineFormatter(logging.Formatter):

@@ -210,6 +210,7 @@ class InferenceWorker:
         self.load_model = load_model  # loads a catalog entry's source (the CLI's loading, speed options included)
         self.keep_models = keep_models  # models kept in memory, the loaded one included
         self._kept: dict[str, Inpainter] = {}  # switched-away models still in memory, oldest first
+        self.load_seconds: Optional[float] = None  # how long the loaded model took to load (None: given loaded)
         self._load = None if isinstance(inpainter, Inpainter) else inpainter
         self.load_error: Optional[BaseException] = None
         self.max_queue = max_queue
@@ -343,7 +344,8 @@ class InferenceWorker:
             self.load_error = error
             log.error("loading the model failed: %s", first_line(error))
             return False
-        log.info("model loaded in %.1f s", time.monotonic() - started)
+        self.load_seconds = time.monotonic() - started
+        log.info("model loaded in %.1f s", self.load_seconds)
         return True
 
     def _serve(self, job: Job) -> None:
@@ -410,6 +412,7 @@ class InferenceWorker:
         try:
             self.inpainter = target or serving(self.load_model(self.catalog.resolve(name)))
             self.model_name = name
+            self.load_seconds = time.monotonic() - job.started_at
             log.info("switched the model from %s to %s in %.1f s", previous, name, time.monotonic() - job.started_at)
             error = None
         except BaseException as failure:  # the previous model is loaded again; the client hears why
