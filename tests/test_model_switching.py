@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import io
 import json
@@ -154,12 +155,76 @@ def test_the_web_ui_switches_models_from_its_dropdown(models_dir):
     dropdowns = [block for block in demo.blocks.values() if isinstance(block, gr.Dropdown) and block.label == "Model"]
     assert len(dropdowns) == 1 and [choice[0] for choice in dropdowns[0].choices] == ["four", "broken", "nine"]
     handlers = demo.jobs
-    assert handlers.switch_model("nine", progress=lambda *a, **k: None) == "Model: nine"
+    assert handlers.switch_model("nine", progress=lambda *a, **k: None) == ("Model: nine", "nine")
     assert handlers.inpainter.capabilities.inpainting_unet  # the Run handler's model is the new one
     gc.collect()
     assert loader.loaded["four"]() is None  # freed before the new one loaded
-    with pytest.raises(gr.Error, match="Model broken could not be loaded"):
-        handlers.switch_model("broken", progress=lambda *a, **k: None)
-    assert handlers.model_name == "nine" and handlers.inpainter.capabilities.inpainting_unet  # the previous is back
+    # a failed load: a warning, and the dropdown goes back to the model that serves (the previous one, loaded again)
+    assert handlers.switch_model("broken", progress=lambda *a, **k: None) == ("Model: nine", "nine")
+    assert handlers.model_name == "nine" and handlers.inpainter.capabilities.inpainting_unet
     with pytest.raises(gr.Error, match="is not one this service can load"):
         handlers.switch_model("../four", progress=lambda *a, **k: None)
+
+
+# -- what the review found ---------------------------------------------------------------------------------------
+
+
+def test_progress_answers_while_a_model_loads_and_metrics_do_not_count_it_as_a_job(models_dir):
+    import threading
+
+    from .test_server import wait_until
+    from .test_server_metrics import sample
+
+    gate, loading = threading.Event(), threading.Event()
+
+    class SlowLoader(Loader):
+        def __call__(self, source):
+            if Path(source).name == "nine":
+                loading.set()
+                assert gate.wait(20)
+            return super().__call__(source)
+
+    loader = SlowLoader()
+    with service(models_dir, loader) as client:
+        switcher = threading.Thread(target=lambda: client.post("/v1/model", json={"model": "nine"}), daemon=True)
+        switcher.start()
+        try:
+            wait_until(loading.is_set)
+            progress = client.get("/sdapi/v1/progress")
+            assert progress.status_code == 200 and progress.json()["textinfo"] == "Loading model nine"
+        finally:
+            gate.set()
+        switcher.join(20)
+        assert sample(client.get("/metrics").text, "inpaintkit_job_seconds_count") == 0  # a load is not a job
+
+
+def test_when_neither_model_loads_the_service_says_so_and_a_later_switch_heals_it(models_dir):
+    loader = Loader(broken=("nine",))
+    with service(models_dir, loader) as client:
+        loader.broken = ("nine", "four")  # the fallback fails too
+        response = client.post("/v1/model", json={"model": "nine"})
+        assert response.status_code == 503 and "nor four again" in response.json()["error"]
+        assert client.get("/readyz").json()["status"] == "failed"
+        loader.broken = ()
+        assert client.post("/v1/model", json={"model": "nine"}).status_code == 200
+        assert client.get("/readyz").status_code == 200  # the failure is forgotten once a model serves again
+
+
+def test_a_switch_whose_entry_vanished_touches_nothing(models_dir, tmp_path):
+    shutil.copytree(models_dir / "four", tmp_path / "four")
+    shutil.copytree(models_dir / "nine", tmp_path / "gone")
+    loader = Loader()
+    catalog = ModelCatalog(tmp_path, use_hf_cache=False)
+    start = loader(str(tmp_path / "four"))
+    app = create_app(start, ServiceConfig(), model_name="four", catalog=catalog, load_model=loader)
+    del start
+    with TestClient(app) as client:
+
+        async def admitted():  # a job belongs to an event loop; this one is gone by the time the job settles
+            return app.state.worker.switch_job("gone", 1e12, 60)
+
+        switch = asyncio.run(admitted())  # admitted while it was there...
+        shutil.rmtree(tmp_path / "gone")  # ...removed before its turn
+        app.state.worker._switch(switch)
+        assert loader.sources == ["four"]  # the loaded model was neither freed nor loaded again
+        assert app.state.worker.model_name == "four" and job(client)["model"].endswith("four")

@@ -85,8 +85,7 @@ async def wait_for(job: Job, request: Request, worker: InferenceWorker) -> list[
 async def switch(request: Request, worker: InferenceWorker, config, name: str) -> None:
     """Queue a model switch and wait for it (its own deadline: loading a model may take minutes, and a switch is never
     stopped half-way)."""
-    if name == worker.model_name:
-        return
+    # Queued even when it names the loaded model: a switch sent earlier may still be waiting, and this one must win.
     job = worker.switch_job(name, time.monotonic() + max(config.timeout, SWITCH_TIMEOUT_S), config.timeout)
     try:
         worker.submit(job)

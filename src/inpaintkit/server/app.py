@@ -211,7 +211,8 @@ def create_app(
         return await anyio.to_thread.run_sync(render, images, png_wanted)
 
     a1111_guarded = [Security(require_a1111_credentials)] if config.api_key or config.api_auth else []
-    add_a1111_routes(app, worker, config, a1111_guarded)
+    a1111 = add_a1111_routes(app, worker, config, a1111_guarded)
+    metrics.known_paths |= {route.path for route in (*app.routes, *a1111.routes) if hasattr(route, "path")}
     return app
 
 

@@ -15,20 +15,24 @@ if TYPE_CHECKING:
 
 # Seconds: a tiny job takes tens of milliseconds, SDXL on a CPU minutes; the deadline defaults to 300 s.
 JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, float("inf"))
-# Request paths counted by name; anything else (probes by scanners, typos) is "other", so labels stay few.
+# Request paths counted by name: the app's own routes; anything else (scanners, typos, CORS preflights of made-up
+# paths) is "other", so the label set stays bounded.
 COUNTED_PATHS = ("/v1/inpaint", "/v1/model", "/v1/models", "/healthz", "/readyz", "/metrics")
 
 
 class ServiceMetrics:
     def __init__(self, worker: InferenceWorker):
         self.registry = CollectorRegistry()
+        self.known_paths: set[str] = set(COUNTED_PATHS)  # the app's routes (create_app sets them): labels stay few
         self.requests = Counter(
             "inpaintkit_requests", "Requests answered, by route and status code.", ["path", "status"],
             registry=self.registry,
         )  # fmt: skip
         self.job_seconds = Histogram(
-            "inpaintkit_job_seconds", "Seconds a job ran on the model.", buckets=JOB_BUCKETS, registry=self.registry
-        )
+            "inpaintkit_job_seconds", "Seconds a job ran on the model, however it ended (504 and 499 included).",
+            buckets=JOB_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        worker.on_job_run = self.job_seconds.observe
         self.queue_wait_seconds = Histogram(
             "inpaintkit_queue_wait_seconds", "Seconds a job waited for the model.", buckets=JOB_BUCKETS,
             registry=self.registry,
@@ -50,11 +54,10 @@ class ServiceMetrics:
     def record(self, fields: dict) -> None:
         """One finished request, from its access-log fields."""
         path, status = fields.get("path", ""), fields.get("status")
-        known = path in COUNTED_PATHS or (path.startswith("/sdapi/v1/") and status != 404)
-        self.requests.labels(path if known else "other", str(status)).inc()
-        if "run_s" in fields:
-            self.job_seconds.observe(fields["run_s"])
-        if "queue_wait_s" in fields and status != 429:  # a job refused at the door never waited
+        self.requests.labels(path if path in self.known_paths else "other", str(status)).inc()
+        if (
+            "queue_wait_s" in fields and status != 429 and "switch_to" not in fields
+        ):  # a job refused at the door never waited
             self.queue_wait_seconds.observe(fields["queue_wait_s"])
 
     def text(self) -> bytes:

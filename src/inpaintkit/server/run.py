@@ -84,17 +84,13 @@ def serve(arguments: argparse.Namespace) -> int:
         warn_if_untrained(inpainter, arguments.model)
         return inpainter
 
-    def load_other(source: str) -> Inpainter:  # a switch: the same flags, another model
-        inpainter = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), "model": source}))
-        warn_if_untrained(inpainter, source)
-        return inpainter
-
     models_dir = getattr(arguments, "models_dir", None)
     if models_dir is not None and not Path(models_dir).is_dir():
         raise InputError(f"--models-dir {models_dir} is not a folder.")
-    catalog = ModelCatalog(None if models_dir is None else Path(models_dir), extra=(arguments.model,))
+    # Switching only with --models-dir: then its checkpoints and the Hugging Face cache's pipelines are offered.
+    catalog = None if models_dir is None else ModelCatalog(Path(models_dir), extra=(arguments.model,))
     app = create_app(
-        load, config, model_name=arguments.model, catalog=catalog, load_model=load_other,
+        load, config, model_name=arguments.model, catalog=catalog, load_model=other_model_loader(arguments),
         keep_models=getattr(arguments, "keep_models", 1),
     )  # fmt: skip
     uvicorn_config = uvicorn.Config(
@@ -115,6 +111,26 @@ def serve(arguments: argparse.Namespace) -> int:
             else InputError(f"The model could not be loaded ({first_line(error)}).")
         )
     return 0
+
+
+def other_model_loader(arguments: argparse.Namespace):
+    """Loads a switched-to model with the start's device, dtype, speed options and --loras-dir, but not what belongs
+    to the start model alone: its --vae, --config, --latentpaint-weights and fused LoRAs."""
+
+    def load_other(source: str) -> Inpainter:
+        own = {
+            "model": source,
+            "vae": None,
+            "config": None,
+            "latentpaint_weights": None,
+            "loras": [],
+            "fuse_lora": False,
+        }
+        inpainter = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), **own}))
+        warn_if_untrained(inpainter, source)
+        return inpainter
+
+    return load_other
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:

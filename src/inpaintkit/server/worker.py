@@ -211,6 +211,7 @@ class InferenceWorker:
         self.keep_models = keep_models  # models kept in memory, the loaded one included
         self._kept: dict[str, Inpainter] = {}  # switched-away models still in memory, oldest first
         self.load_seconds: Optional[float] = None  # how long the loaded model took to load (None: given loaded)
+        self.on_job_run: Optional[Callable[[float], None]] = None  # told each job's run seconds (the metrics)
         self._load = None if isinstance(inpainter, Inpainter) else inpainter
         self.load_error: Optional[BaseException] = None
         self.max_queue = max_queue
@@ -356,6 +357,13 @@ class InferenceWorker:
         if not job.keep_going():  # its deadline passed or its client left while it waited
             return job.settle(error=job.stopped_error())
         job.started_at = time.monotonic()
+        try:
+            self._run(job)
+        finally:  # every job that ran, however it ended (a 504 or 499 included: those are the slow ones)
+            if self.on_job_run is not None:
+                self.on_job_run(time.monotonic() - job.started_at)
+
+    def _run(self, job: Job) -> None:
         out_of_memory = False
         try:
             # The callback stops the loop between steps; should_stop also inside the long stages (VAE tiles, bld's
@@ -397,11 +405,16 @@ class InferenceWorker:
         job.settle(error=error)
 
     def _switch(self, job: Job) -> None:
+        """Replace the model. Resolved before anything is freed; the old model freed before the new one loads; on a
+        failure the previous one is loaded again, outside the except block so the failed load's memory is gone."""
         name, previous = job.switch_to, self.model_name
         job.started_at = time.monotonic()
+        try:
+            source, previous_source = self.catalog.resolve(name), self.catalog.resolve(previous)
+        except InputError as error:  # e.g. its folder was removed while the switch waited: nothing was touched
+            return self._settle_switch(job, error=ServiceError(422, str(error)))
         if name == previous:
-            self.running = None
-            return job.settle(result=name)
+            return self._settle_switch(job)
         target = self._kept.pop(name, None)  # still in memory from an earlier switch
         if self.keep_models > 1 and self.inpainter is not None:
             self._kept[previous] = self.inpainter
@@ -409,22 +422,35 @@ class InferenceWorker:
             self._kept.pop(next(iter(self._kept)))
         self.inpainter = None
         free_memory()
+        failure = None
         try:
-            self.inpainter = target or serving(self.load_model(self.catalog.resolve(name)))
-            self.model_name = name
-            self.load_seconds = time.monotonic() - job.started_at
-            log.info("switched the model from %s to %s in %.1f s", previous, name, time.monotonic() - job.started_at)
-            error = None
-        except BaseException as failure:  # the previous model is loaded again; the client hears why
-            error = ServiceError(422, f"Model {name} could not be loaded ({first_line(failure)}); {previous} is back.")
-            try:
-                self.inpainter = self._kept.pop(previous, None) or serving(
-                    self.load_model(self.catalog.resolve(previous))
-                )
-            except BaseException as again:
-                self.load_error = again  # /readyz says failed, and why
+            self.inpainter = target or serving(self.load_model(source))
+        except BaseException as error:
+            failure = first_line(error)
+        if failure is None:
+            self.model_name, self.load_seconds, self.load_error = name, time.monotonic() - job.started_at, None
+            log.info("switched the model from %s to %s in %.1f s", previous, name, self.load_seconds)
+            return self._settle_switch(job)
+        free_memory()  # the failed load's objects went with the except block
+        try:
+            self.inpainter = self._kept.pop(previous, None) or serving(self.load_model(previous_source))
+        except BaseException as again:  # no model at all: /readyz says failed until a switch succeeds
+            self.load_error = again
+            return self._settle_switch(
+                job,
+                error=ServiceError(
+                    503,
+                    f"Model {name} could not be loaded ({failure}), nor {previous} again ({first_line(again)}); "
+                    "the service has no model until a switch succeeds.",
+                ),
+            )
+        self._settle_switch(
+            job, error=ServiceError(422, f"Model {name} could not be loaded ({failure}); {previous} is back.")
+        )
+
+    def _settle_switch(self, job: Job, error: Optional[ServiceError] = None) -> None:
         self.running = None
-        job.settle(result=name) if error is None else job.settle(error=error)
+        job.settle(result=job.switch_to) if error is None else job.settle(error=error)
 
     def _learn_speed(self, job: Job) -> None:
         """Fold a finished job's run time into the averages behind Retry-After and the deadline estimate."""

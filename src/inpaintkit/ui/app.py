@@ -65,7 +65,7 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
             model_choice.change(
                 handlers.switch_model,
                 model_choice,
-                model_status,
+                [model_status, model_choice],
                 api_name="switch_model",
                 concurrency_limit=1,
                 concurrency_id="model",  # one queue with Run: a switch never overlaps a job

@@ -84,6 +84,8 @@ class InpaintJobs:
         """
         values = {name: value for name, value in locals().items() if name in SETTING_PARAMETERS}
         with shown_as_messages():
+            if self.inpainter is None:
+                raise InputError("No model is loaded (a model switch failed); choose a model above.")
             pixels, mask_values = job_image_and_mask(image, mask)
             settings = job_settings(values, only_masked)
             self.inpainter.check(settings)  # a bad combination fails at once, without waiting for the model
@@ -99,30 +101,33 @@ class InpaintJobs:
         results = [(with_png_text(each), f"seed {each.info['inpaintkit']['seed']}") for each in images]
         return results, str(images[0].info["inpaintkit"]["seed"]), 0
 
-    def switch_model(self, name: str, progress: gr.Progress = gr.Progress()) -> str:
-        """Load another model from the catalog, after the running job (the model lock); the old one is freed first, so
-        one model is in memory at a time. A model that fails to load is one sentence and the previous one is back."""
+    def switch_model(self, name: str, progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
+        """Load another model from the catalog, after the running job (Run and this share one queue); the old one is
+        freed first, so one model is in memory at a time. Returns the status line and the dropdown's value: on a
+        failure, a one-sentence warning and the dropdown back on the model that is loaded."""
         with shown_as_messages():
             if self.catalog is None or self.load_model is None:
                 raise InputError("This UI runs one model; start it with --models-dir to switch models.")
-            source = self.catalog.resolve(name)
-            if name == self.model_name:
-                return f"Model: {name}"
-            with self.model_lock:
-                progress(0, desc=f"loading {name}")
-                previous, self.inpainter = self.model_name, None
-                free_memory()
-                try:
-                    self.inpainter = self.load_model(source)
-                except Exception as error:
-                    self.inpainter = self.load_model(self.catalog.resolve(previous))
-                    raise InputError(f"Model {name} could not be loaded ({str(error).splitlines()[0]}); {previous} is "
-                                     "back.") from None  # fmt: skip
-                finally:
-                    if self.inpainter is not None:
-                        self.inpainter.loras.served = True
+            source, previous_source = self.catalog.resolve(name), self.catalog.resolve(self.model_name)
+        if name == self.model_name:
+            return f"Model: {name}", name
+        with self.model_lock:
+            progress(0, desc=f"loading {name}")
+            previous, self.inpainter = self.model_name, None
+            free_memory()
+            failure = None
+            try:
+                self.inpainter = self.load_model(source)
                 self.model_name = name
-        return f"Model: {name}"
+            except Exception as error:
+                failure = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if failure is not None:
+                free_memory()  # the failed load's objects went with the except block
+                self.inpainter = self.load_model(previous_source)  # a failure here leaves no model: Run says so
+            self.inpainter.loras.served = True
+        if failure is not None:
+            gr.Warning(html.escape(f"Model {name} could not be loaded ({failure}); {previous} is back."))
+        return f"Model: {self.model_name}", self.model_name
 
     def stop(self, request: gr.Request = None) -> None:
         """Ask this session's running job to stop after its current step."""

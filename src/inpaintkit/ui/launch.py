@@ -112,8 +112,9 @@ def launch(arguments: argparse.Namespace) -> int:
         models_dir = getattr(arguments, "models_dir", None)
         catalog = ModelCatalog(Path(models_dir), extra=(str(arguments.model),)) if models_dir else None
 
-        def load_other(source: str):  # a switch: the same flags, another model
-            other = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), "model": source}))
+        def load_other(source: str):  # a switch: the start's flags, but not what belongs to the start model alone
+            own = {"model": source, "vae": None, "config": None, "latentpaint_weights": None}
+            other = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), **own}))
             warn_if_untrained(other, source)
             return other
 

@@ -155,8 +155,10 @@ async def empty_listing() -> list:
     return []
 
 
-def add_a1111_routes(app: FastAPI, worker: InferenceWorker, config: ServiceConfig, guarded: list):
-    app.include_router(a1111_router(worker, config, guarded))
+def add_a1111_routes(app: FastAPI, worker: InferenceWorker, config: ServiceConfig, guarded: list) -> APIRouter:
+    router = a1111_router(worker, config, guarded)
+    app.include_router(router)
+    return router
 
 
 def catalog_name(worker: InferenceWorker, wanted: Any) -> str:
@@ -219,6 +221,10 @@ def progress_of(worker: InferenceWorker, with_image: bool) -> dict[str, Any]:
             "current_image": None,
             "textinfo": None,
         }
+    if job.switch_to is not None:  # a model loading: no steps to count
+        state = {**IDLE_STATE, "job": f"load {job.switch_to}", "job_count": 1}
+        return {"progress": 0.01, "eta_relative": 0.0, "state": state, "current_image": None,
+                "textinfo": f"Loading model {job.switch_to}"}  # fmt: skip
     total = job.steps_total or job.settings.steps
     done = min(job.steps_done, total)
     fraction = min(0.01 + done / total, 1.0)  # A1111 starts at 0.01, so the ETA is defined before the first step
