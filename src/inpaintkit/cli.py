@@ -170,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="make every output again (by default a re-run resumes, skipping finished outputs)",
     )
+    cluster = bench.add_argument_group("cluster (pip install 'inpaintkit[cluster]')")
+    cluster.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="make the outputs on a Ray cluster: local (start one on this machine), auto or ray://HOST:10001 (join "
+        "one; SRC and DST on a shared file system); scored here, with the same files as without --ray",
+    )
+    cluster.add_argument(
+        "--ray-workers",
+        type=positive_int,
+        metavar="N",
+        help="Ray actors making outputs, each with its own model (default: one per GPU of the cluster, or 2 on CPU)",
+    )
     add_evaluation_arguments(bench)
     add_model_arguments(bench)
     add_speed_arguments(bench)
@@ -760,7 +773,12 @@ def command_info(arguments: argparse.Namespace) -> int:
 def command_bench(arguments: argparse.Namespace) -> int:
     from .evaluation.commands import command_bench  # imports torch: not at the top, where the parser is built
 
-    return command_bench(arguments)
+    if arguments.ray is None:
+        return command_bench(arguments)
+    from .evaluation.cluster import ray_cluster  # imports Ray only here
+
+    with ray_cluster(arguments.ray, quiet=arguments.quiet):
+        return command_bench(arguments)
 
 
 def command_metrics(arguments: argparse.Namespace) -> int:

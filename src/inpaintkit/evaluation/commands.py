@@ -75,12 +75,19 @@ def command_bench(arguments: argparse.Namespace) -> int:
         methods,
         dst,
         lambda sample, method: dst / method / f"{sample}.png",
-        generate=generator(inpainter, base),
+        generate=generator(inpainter, base) if getattr(arguments, "ray", None) is None else None,
         fingerprint=run,
         learned=learned,
         overwrite=arguments.overwrite,
         info=info,
     )
+    if getattr(arguments, "ray", None) is not None:  # the outputs are made on the cluster; scored here as below
+        from .cluster import generate_on_ray
+
+        del inpainter  # each Ray actor loads its own
+        with Progress(0, enabled=False) as on_output:
+            evaluation, reported = generate_on_ray(evaluation, arguments, base, device, on_output)
+        return finish(evaluation, quiet=arguments.quiet, reported=reported)
     return finish(evaluation, quiet=arguments.quiet)
 
 
@@ -112,9 +119,15 @@ def command_metrics(arguments: argparse.Namespace) -> int:
     return finish(evaluation, quiet=arguments.quiet)
 
 
-def finish(evaluation: Evaluation, quiet: bool) -> int:
-    total = len(evaluation.samples) * len(evaluation.methods)
-    with Progress(total, enabled=not quiet) as on_output:
+def finish(evaluation: Evaluation, quiet: bool, reported: frozenset | set = frozenset()) -> int:
+    """Evaluate, with one `PATH<TAB>status` line per output; not again for the `reported` ones (bench --ray)."""
+    total = len(evaluation.samples) * len(evaluation.methods) - len(reported)
+    with Progress(total, enabled=not quiet) as progress:
+
+        def on_output(path: Path, status: str) -> None:
+            if path not in reported:
+                progress(path, status)
+
         summary = evaluate(evaluation, on_output)
     print(
         f"{evaluation.dst / 'report.md'}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped",
