@@ -49,6 +49,8 @@ def test_metrics_count_200_422_and_429_and_time_the_jobs(inpainter9):
         for sender in senders:
             sender.join(20)
 
+        # A job's run time is recorded as the worker lets it go, a moment after its reply: polled, not timed.
+        wait_until(lambda: sample(client.get("/metrics").text, "inpaintkit_job_seconds_count") == 3)
         after = client.get("/metrics").text
         assert sample(after, "inpaintkit_requests_total", path="/v1/inpaint", status="200") == 3
         assert sample(after, "inpaintkit_requests_total", path="/v1/inpaint", status="422") == 1

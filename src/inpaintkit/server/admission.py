@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 
+import anyio
 from fastapi import Request
 from PIL import Image
 
@@ -86,6 +87,7 @@ async def switch(request: Request, worker: InferenceWorker, config, name: str) -
     """Queue a model switch and wait for it (its own deadline: loading a model may take minutes, and a switch is never
     stopped half-way)."""
     # Queued even when it names the loaded model: a switch sent earlier may still be waiting, and this one must win.
+    await anyio.to_thread.run_sync(worker.catalog_names)  # the cache scan, once, off the event loop
     job = worker.switch_job(name, time.monotonic() + max(config.timeout, SWITCH_TIMEOUT_S), config.timeout)
     try:
         worker.submit(job)

@@ -163,7 +163,8 @@ def create_app(
         responses={401: {"model": ErrorBody}} if config.api_key else {},
     )
     async def models() -> ModelsResult:
-        return describe_service(worker, config)
+        # In a thread: the first listing scans the Hugging Face cache, which must not hold up other requests.
+        return await anyio.to_thread.run_sync(describe_service, worker, config)
 
     @app.post(
         "/v1/model",
@@ -173,7 +174,7 @@ def create_app(
     )
     async def switch_model(request: Request, choice: ModelChoice) -> ModelsResult:
         await switch(request, worker, config, choice.model)
-        return describe_service(worker, config)
+        return await anyio.to_thread.run_sync(describe_service, worker, config)
 
     @app.post(
         "/v1/inpaint",

@@ -296,6 +296,10 @@ class InferenceWorker:
                     {"Retry-After": str(retry_after)},
                 )
 
+    def catalog_names(self) -> list[str]:
+        """The models a client may switch to (none without a catalog)."""
+        return [] if self.catalog is None else self.catalog.names()
+
     def switch_job(self, name: str, deadline: float, timeout: float) -> Job:
         """A queued job that replaces the model with `name` (from the catalog): jobs queued before it run on the old
         model, jobs after it on the new one. The old model is freed before the new one loads (unless --keep-models

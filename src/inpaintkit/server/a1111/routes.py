@@ -80,7 +80,7 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, guarded: list) 
     @router.get("/sd-models")
     async def sd_models() -> list[dict]:
         """The loaded model and those it may switch to (POST /options with sd_model_checkpoint)."""
-        names = [worker.model_name] + ([] if worker.catalog is None else worker.catalog.names())
+        names = [worker.model_name] + await anyio.to_thread.run_sync(worker.catalog_names)
         return [
             {"title": model_title(name), "model_name": name.rstrip("/").split("/")[-1], "hash": None, "sha256": None,
              "filename": name, "config": None}
