@@ -18,9 +18,9 @@ pixels. Without `--ray` nothing here is imported, nor is Ray.
 
 Left for later (issue 18): per-sample metrics in the actors (they run here at the driver in this step), PIPE read
 with `ray.data.read_parquet` (samples are shipped to the actors as in-memory rows), object-store `--dst` (s3://,
-gs://), the driver loading the model once itself (to check the methods and record the model family), a cap on retries
-(Ray Data's defaults restart actors and retry their rows without limit: an image that kills its worker every time
-would be retried for ever), and a `--device cuda` run from a driver without a GPU (the device resolves at the driver).
+gs://), the driver loading the model once itself (to check the methods and record the model family), and a
+`--device cuda` run from a driver without a GPU (the device resolves at the driver). Retries are capped
+(MAX_RESTARTS per actor); the cap is not tested with an image that kills every worker.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from .run import Evaluation, OnOutput, _made_or_kept, _read_output
 log = logging.getLogger("inpaintkit")
 CPU_WORKERS = 2  # the default pool on a CPU run: --ray-workers sets it; a CUDA run uses every GPU of the cluster
 MAX_BLOCKS = 4096  # rows per block (what a dead actor's retry redoes) stay few: one row per block up to this many
+MAX_RESTARTS = 3  # per actor: a lost node or a killed process, not a poison image
 CRASH_ONCE = "INPAINTKIT_TEST_RAY_CRASH_ONCE"  # tests only: a file; the actor that removes it exits at once
 
 
@@ -110,6 +111,10 @@ def generate_on_ray(
                 "threads": torch.get_num_threads(),
             },
             compute=ray.data.ActorPoolStrategy(size=workers),  # Ray Data restarts a dead actor and retries its rows
+            # ...at most MAX_RESTARTS times each: an image that kills its worker every time ends the run in one
+            # sentence (the outputs made are kept) instead of being retried for ever.
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS,
             **resources,
         )
         try:
