@@ -23,7 +23,6 @@ GPU, where inpaintkit makes its UNet channels_last, diffusers loads its own copi
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,11 +36,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import centred_mask, model_folder, picture  # noqa: E402
+from common import centred_mask, machine, model_folder, picture, timed  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
 from inpaintkit.acceleration import Acceleration, accelerate  # noqa: E402
-from inpaintkit.evaluation.measure import measured  # noqa: E402
 from inpaintkit.models import Components  # noqa: E402
 from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
 
@@ -101,12 +99,6 @@ def inpaintkit_job(inpainter: Inpainter, method: str, size: int, steps: int) -> 
         )
 
     return run
-
-
-def timed(job: Callable[[], None], device: torch.device) -> tuple[float, float]:
-    with measured(device) as measurement:
-        job()
-    return measurement.seconds, measurement.peak_memory_mb or float("nan")
 
 
 def main() -> None:
@@ -175,7 +167,7 @@ def main() -> None:
     memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process"
     print(
         f"# bench_engine, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
-        f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads"
+        f"diffusers {__import__('diffusers').__version__}, {machine(device)}, {torch.get_num_threads()} CPU threads"
     )
     print(
         f"# arch {arguments.arch} (random weights), {size}x{size}, {arguments.steps} steps, guidance {GUIDANCE} (CFG), "
@@ -205,12 +197,6 @@ def main() -> None:
         print(
             f"\ncompile time (first call minus the median): {first_call[name] - statistics.median(seconds[name]):.1f} s"
         )
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

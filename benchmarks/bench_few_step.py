@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,10 +45,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import centred_mask, model_folder, picture  # noqa: E402
+from common import centred_mask, machine, model_folder, picture, timed  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
-from inpaintkit.evaluation.measure import measured  # noqa: E402
 from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
 from inpaintkit.presets import PRESETS  # noqa: E402
 
@@ -96,7 +94,9 @@ def job(inpainter: Inpainter, settings: dict[str, Any], size: int) -> Callable[[
 
     def run(steps: int | None = None) -> None:
         options = {**settings, "steps": steps or settings["steps"]}
-        inpainter(image, mask, PROMPT, negative_prompt=NEGATIVE, method="blend", seed=SEED, **options)
+        # A guidance-distilled UNet makes no unconditional pass: a negative prompt is refused there, not dropped.
+        negative = "" if inpainter.capabilities.guidance_embedding_dim else NEGATIVE
+        inpainter(image, mask, PROMPT, negative_prompt=negative, method="blend", seed=SEED, **options)
 
     return run
 
@@ -174,12 +174,6 @@ def counting(unets: list[torch.nn.Module], device: torch.device) -> Iterator[Cal
             handle.remove()
 
 
-def timed(run: Callable[[], None], device: torch.device) -> tuple[float, float]:
-    with measured(device) as measurement:
-        run()
-    return measurement.seconds, measurement.peak_memory_mb or float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=("tiny", "sd15", "tiny-sdxl", "sdxl"), default="tiny")
@@ -225,7 +219,7 @@ def main() -> None:
     memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process"
     print(
         f"# bench_few_step, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
-        f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads"
+        f"diffusers {__import__('diffusers').__version__}, {machine(device)}, {torch.get_num_threads()} CPU threads"
     )
     print(
         f"# arch {arguments.arch} (random weights, 4-channel UNet, method blend), {size}x{size}, "
@@ -251,12 +245,6 @@ def main() -> None:
         )
     print()
     print(REFERENCES, end="")
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,10 +40,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import centred_mask, model_folder, picture  # noqa: E402
+from common import centred_mask, machine, model_folder, picture, timed  # noqa: E402
 
 from inpaintkit import Inpainter, __version__  # noqa: E402
-from inpaintkit.evaluation.measure import measured  # noqa: E402
 from inpaintkit.methods.feature_fusion import block_channels, unet_blocks  # noqa: E402
 from inpaintkit.methods.propagation import PropagationModules  # noqa: E402
 from inpaintkit.names import DTYPE_CHOICES  # noqa: E402
@@ -91,12 +89,6 @@ def counting(unet: torch.nn.Module) -> Iterator[Counter]:
         yield batches
     finally:
         handle.remove()
-
-
-def timed(run: Callable[[], None], device: torch.device) -> tuple[float, float]:
-    with measured(device) as measurement:
-        run()
-    return measurement.seconds, measurement.peak_memory_mb or float("nan")
 
 
 def main() -> None:
@@ -147,7 +139,7 @@ def main() -> None:
     memory_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS of the process"
     print(
         f"# bench_latentpaint, {time.strftime('%Y-%m-%d')}, inpaintkit {__version__}, torch {torch.__version__}, "
-        f"diffusers {__import__('diffusers').__version__}, {_machine(device)}, {torch.get_num_threads()} CPU threads"
+        f"diffusers {__import__('diffusers').__version__}, {machine(device)}, {torch.get_num_threads()} CPU threads"
     )
     print(
         f"# arch {arguments.arch} (random weights, 4-channel UNet), {size}x{size}, {arguments.steps} steps, "
@@ -165,12 +157,6 @@ def main() -> None:
         batches = " + ".join(f"{count} x {batch}" for batch, count in sorted(calls[name].items()))
         runs = ", ".join(f"{value:.3f}" for value in seconds[name])
         print(f"| {name} | {median:.3f} | {median / reference:.3f} | {batches} | {max(memory[name]):.0f} | {runs} |")
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU"
 
 
 if __name__ == "__main__":

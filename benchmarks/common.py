@@ -1,13 +1,18 @@
-"""What the benchmark scripts share: the test picture, its mask, and the random-weight model folders."""
+"""What the benchmark scripts share: the test picture, its mask, the random-weight model folders, timing one job and
+naming the machine."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 from sd15_model import write_sd15_architecture
 from sdxl_model import write_sdxl_architecture
 
+from inpaintkit.evaluation.measure import measured
 from inpaintkit.tiny import make_tiny_model, make_tiny_sdxl_model
 
 
@@ -33,3 +38,17 @@ def model_folder(root: Path, arch: str, channels: int = 9) -> Path:
     if not (folder / "model_index.json").is_file():
         (make_tiny_sdxl_model if arch == "tiny-sdxl" else make_tiny_model)(folder, unet_in_channels=channels)
     return folder
+
+
+def timed(job: Callable[[], None], device: torch.device) -> tuple[float, float]:
+    """Seconds and peak memory in MB (nan where it cannot be measured) of one call of `job`."""
+    with measured(device) as measurement:
+        job()
+    return measurement.seconds, measurement.peak_memory_mb or float("nan")
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU's, for a results table's header."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU"
