@@ -100,3 +100,13 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> Optional[int]:
     if quota_us <= 0 or period_us <= 0:  # v1 writes -1 for "no quota"
         return None
     return max(1, math.ceil(quota_us / period_us))
+
+
+def free_memory() -> None:
+    """Collect garbage and give cached GPU memory back: after an out-of-memory error, or before a model loads in
+    place of another."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

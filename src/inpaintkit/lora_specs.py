@@ -57,6 +57,11 @@ def number(text: str):
         return None
 
 
+def looks_local(source: str) -> bool:
+    """A path on this machine, not a hub id: a missing one is an error, not something a download could find."""
+    return source.startswith((".", "/", "~")) or source.lower().endswith(".safetensors")
+
+
 def missing_local_files(specs: tuple[LoraSpec, ...], root: str | None) -> None:
     """One sentence, before the model loads, for a LoRA that names a local file that is not there (a name in `root`
     when one is given). A source that does not look local may be a hub id: only loading can tell."""
@@ -67,6 +72,5 @@ def missing_local_files(specs: tuple[LoraSpec, ...], root: str | None) -> None:
         if root is not None:
             if not (Path(root) / source).exists() and not (Path(root) / f"{source}.safetensors").exists():
                 raise InputError(f"LoRA {source} is not in --loras-dir {root}.")
-        elif source.startswith((".", "/", "~")) or source.lower().endswith(".safetensors"):
-            if not Path(source).expanduser().exists():
-                raise InputError(f"LoRA {source}: no such file or folder.")
+        elif looks_local(source) and not Path(source).expanduser().exists():
+            raise InputError(f"LoRA {source}: no such file or folder.")

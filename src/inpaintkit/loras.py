@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Optional
 
 from .errors import InputError, first_line
-from .lora_specs import LoraSpec
+from .lora_specs import LoraSpec, looks_local
 from .quiet import errors_muted, quiet_libraries
 
 if TYPE_CHECKING:
@@ -82,8 +82,7 @@ class LoraAdapters:
         seen: dict[str, str] = {}
         for spec in specs:
             source = self.resolve(spec.source)
-            looks_local = source.startswith((".", "/", "~")) or source.lower().endswith(LORA_SUFFIXES)
-            if looks_local and not Path(source).expanduser().exists():
+            if looks_local(source) and not Path(source).expanduser().exists():
                 raise InputError(f"LoRA {spec.source}: no such file or folder.")
             identity = str(Path(source).expanduser().resolve()) if Path(source).expanduser().exists() else source
             if identity in seen:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .names import AUTO_TILING_PIXELS, DEFAULT_MODEL, DTYPE_CHOICES, TILING_MODES
 
 if TYPE_CHECKING:
+    from .catalog import ModelCatalog
     from .inpainter import Inpainter
 
 log = logging.getLogger("inpaintkit")
@@ -102,3 +103,37 @@ def warn_if_untrained(inpainter: Inpainter, model) -> None:
     """Every front end says it once its own checks have passed (so a refused job stays one line)."""
     if inpainter.capabilities.untrained:
         log.warning("Model %s is UNTRAINED (random weights, made by make-tiny-model): its outputs are noise.", model)
+
+
+def model_switching(
+    arguments: argparse.Namespace,
+) -> tuple[Optional[ModelCatalog], Optional[Callable[[str], Inpainter]]]:
+    """What `ui` and `serve` may switch to (their --models-dir, and the Hugging Face cache's pipelines) and how a
+    switched-to model loads; (None, None) without --models-dir. Checked before the start model loads."""
+    from pathlib import Path
+
+    from .catalog import ModelCatalog
+    from .errors import InputError
+
+    models_dir = getattr(arguments, "models_dir", None)
+    if models_dir is None:
+        return None, None
+    if not Path(models_dir).is_dir():
+        raise InputError(f"--models-dir {models_dir} is not a folder.")
+
+    def load_other(source: str) -> Inpainter:
+        """The start's device, dtype, speed options and --loras-dir; not what belongs to the start model alone (its
+        --vae, --config, --latentpaint-weights and fused LoRAs)."""
+        own = {
+            "model": source,
+            "vae": None,
+            "config": None,
+            "latentpaint_weights": None,
+            "loras": [],
+            "fuse_lora": False,
+        }
+        other = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), **own}))
+        warn_if_untrained(other, source)
+        return other
+
+    return ModelCatalog(Path(models_dir), extra=(str(arguments.model),)), load_other

@@ -9,16 +9,14 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import uvicorn
 
-from ..catalog import ModelCatalog
 from ..errors import InputError, first_line
 from ..inpainter import Inpainter
 from ..listening import check_can_listen, is_loopback
-from ..model_arguments import inpainter_from_arguments, warn_if_untrained
+from ..model_arguments import inpainter_from_arguments, model_switching, warn_if_untrained
 from .app import create_app
 from .config import MIB, ServiceConfig, parse_api_auth
 from .logs import JsonLineFormatter, StderrHandler
@@ -64,6 +62,7 @@ def serve(arguments: argparse.Namespace) -> int:
     """Run the service until SIGTERM/Ctrl-C (exit 0); a model that fails to load ends it with exit code 2."""
     config = config_from_arguments(arguments)
     check_can_listen(arguments.host, arguments.port)  # else uvicorn reports it in its own words, after the load began
+    catalog, load_other = model_switching(arguments)  # switching only with --models-dir
     configure_logging()
     if config.api_key is None and not is_loopback(arguments.host):
         log.warning(
@@ -84,13 +83,8 @@ def serve(arguments: argparse.Namespace) -> int:
         warn_if_untrained(inpainter, arguments.model)
         return inpainter
 
-    models_dir = getattr(arguments, "models_dir", None)
-    if models_dir is not None and not Path(models_dir).is_dir():
-        raise InputError(f"--models-dir {models_dir} is not a folder.")
-    # Switching only with --models-dir: then its checkpoints and the Hugging Face cache's pipelines are offered.
-    catalog = None if models_dir is None else ModelCatalog(Path(models_dir), extra=(arguments.model,))
     app = create_app(
-        load, config, model_name=arguments.model, catalog=catalog, load_model=other_model_loader(arguments),
+        load, config, model_name=arguments.model, catalog=catalog, load_model=load_other,
         keep_models=getattr(arguments, "keep_models", 1),
     )  # fmt: skip
     uvicorn_config = uvicorn.Config(
@@ -111,26 +105,6 @@ def serve(arguments: argparse.Namespace) -> int:
             else InputError(f"The model could not be loaded ({first_line(error)}).")
         )
     return 0
-
-
-def other_model_loader(arguments: argparse.Namespace):
-    """Loads a switched-to model with the start's device, dtype, speed options and --loras-dir, but not what belongs
-    to the start model alone: its --vae, --config, --latentpaint-weights and fused LoRAs."""
-
-    def load_other(source: str) -> Inpainter:
-        own = {
-            "model": source,
-            "vae": None,
-            "config": None,
-            "latentpaint_weights": None,
-            "loras": [],
-            "fuse_lora": False,
-        }
-        inpainter = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), **own}))
-        warn_if_untrained(inpainter, source)
-        return inpainter
-
-    return load_other
 
 
 def config_from_arguments(arguments: argparse.Namespace) -> ServiceConfig:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import math
 import threading
@@ -14,6 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from ..devices import free_memory
 from ..errors import Cancelled, InputError, first_line
 from ..inpainter import Inpainter
 from ..settings import InpaintSettings
@@ -474,10 +474,3 @@ def serving(inpainter: Inpainter) -> Inpainter:
 
 def shutting_down() -> ServiceError:
     return ServiceError(503, "The service is shutting down; the job was not run.", {"Retry-After": "5"})
-
-
-def free_memory() -> None:
-    """Give cached GPU memory back after an out-of-memory error, so the next job starts clean."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..devices import free_memory
 from ..errors import Cancelled, InputError
 from ..io import png_metadata
 from ..methods import METHOD_OPTIONS
@@ -149,14 +150,6 @@ class InpaintJobs:
         finally:
             if self.stop_switches.get(session) is switch:
                 del self.stop_switches[session]
-
-
-def free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def session_of(request: Optional[gr.Request]) -> Optional[str]:

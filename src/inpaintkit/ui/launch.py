@@ -15,7 +15,6 @@ import signal
 import sys
 import tempfile
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from starlette.middleware import Middleware
@@ -99,28 +98,19 @@ def private_cache() -> Iterator[str]:
 
 def launch(arguments: argparse.Namespace) -> int:
     """Load the model (once: every job reuses it), serve the UI, and block until Ctrl-C or SIGTERM."""
-    from ..catalog import ModelCatalog
-    from ..model_arguments import inpainter_from_arguments, warn_if_untrained
+    from ..model_arguments import inpainter_from_arguments, model_switching, warn_if_untrained
 
     check_can_listen(arguments.host, arguments.port)
+    catalog, load_other = model_switching(arguments)  # a Model dropdown only with --models-dir
     exit_on_sigterm()  # during start-up (the model load takes long), so the private cache below is still removed
     with private_cache() as cache:
         from .app import build_app  # gradio is imported here, after GRADIO_TEMP_DIR is set
 
         inpainter = inpainter_from_arguments(arguments)  # the CLI's loading, speed options included
         warn_if_untrained(inpainter, arguments.model)
-        models_dir = getattr(arguments, "models_dir", None)
-        catalog = ModelCatalog(Path(models_dir), extra=(str(arguments.model),)) if models_dir else None
-
-        def load_other(source: str):  # a switch: the start's flags, but not what belongs to the start model alone
-            own = {"model": source, "vae": None, "config": None, "latentpaint_weights": None}
-            other = inpainter_from_arguments(argparse.Namespace(**{**vars(arguments), **own}))
-            warn_if_untrained(other, source)
-            return other
-
         demo = build_app(
             inpainter, model_name=str(arguments.model), max_queue=arguments.max_queue, catalog=catalog,
-            load_model=load_other if catalog is not None else None,
+            load_model=load_other,
         )  # fmt: skip
         url = start(
             demo,
