@@ -27,22 +27,12 @@ from inpaintkit.tiny import make_tiny_lora
 
 from .conftest import box_mask, gradient_image
 from .helpers import assert_one_line_error, run_cli, run_cli_subprocess
+from .test_server import decode_png, png_bytes
 
 WIDTH, HEIGHT = 64, 48
 IMAGE = gradient_image(WIDTH, HEIGHT, seed=2)
 MASK = box_mask(WIDTH, HEIGHT, (10, 8, 54, 40))
 JOB = dict(method="blend", steps=2, seed=5, paste_back=False)  # paste-back off: every pixel is the model's
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def levels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
