@@ -122,3 +122,56 @@ def sdxl4(tiny_sdxl4):
     from inpaintkit import Inpainter
 
     return Inpainter.from_pretrained(tiny_sdxl4, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_fill(tmp_path_factory):
+    """A tiny Flux.1 Fill folder: masked-image latents and the 8x8 mask beside the latents, guidance embedded."""
+    from inpaintkit.tiny_flow import make_tiny_flux
+
+    return make_tiny_flux(tmp_path_factory.mktemp("models") / "flux_fill", fill=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory):
+    """A tiny ordinary Flux.1 (dev-like, guidance embedded) folder, for blending."""
+    from inpaintkit.tiny_flow import make_tiny_flux
+
+    return make_tiny_flux(tmp_path_factory.mktemp("models") / "flux")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory):
+    """A tiny 16-channel Stable Diffusion 3 folder (CLIP-L, CLIP-G, T5)."""
+    from inpaintkit.tiny_flow import make_tiny_sd3
+
+    return make_tiny_sd3(tmp_path_factory.mktemp("models") / "sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_inpainting(tmp_path_factory):
+    """A tiny 33-channel (inpainting) Stable Diffusion 3 folder."""
+    from inpaintkit.tiny_flow import make_tiny_sd3
+
+    return make_tiny_sd3(tmp_path_factory.mktemp("models") / "sd3i", inpainting=True)
+
+
+@pytest.fixture(scope="session")
+def flux(tiny_flux):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny_flux, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def flux_fill(tiny_flux_fill):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny_flux_fill, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sd3(tiny_sd3):
+    from inpaintkit import Inpainter
+
+    return Inpainter.from_pretrained(tiny_sd3, device="cpu")

@@ -89,7 +89,7 @@ def test_no_mask_and_no_alpha(photo, tmp_path, tiny9, capsys):
         (["--guidance", "-1"], "Guidance must be between 0 and 100"),
         (["--mask-blur", "-3"], "Mask blur must be 0 or more"),
         (["--seed", "-1"], "Seed must be between 0 and"),
-        (["--scheduler", "heun"], "argument --scheduler: invalid choice: 'heun'"),
+        (["--scheduler", "dpm3"], "argument --scheduler: invalid choice: 'dpm3'"),
         (["--method", "magic"], "argument --method: invalid choice: 'magic'"),
         (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
         (["--dtype", "fp8"], "argument --dtype: invalid choice: 'fp8'"),

@@ -18,7 +18,8 @@ KINDS = {int: "whole", float: "number", str: "text"}
 def test_the_settings_hold_exactly_the_declared_options_with_their_kinds():
     declared = {option.name: KINDS[option.kind] for option in OPTIONS}
     method_fields = {field.name for field in fields(InpaintSettings) if field.name in OPTIONAL_FIELDS}
-    method_fields -= {"seed", "crop_padding"}  # optional settings of every job, not method options
+    # optional settings of every job, not method options (guidance None: the family's default; true_cfg: Flux's)
+    method_fields -= {"seed", "crop_padding", "guidance", "true_cfg"}
     assert method_fields == set(declared)
     assert {name: FIELD_KINDS[name] for name in declared} == declared
 

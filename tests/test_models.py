@@ -44,21 +44,21 @@ def test_hub_id_loads_from_the_local_cache(tmp_path, tiny9):
 
 
 def test_a_hub_model_of_another_family_is_named_from_its_cached_index(tmp_path, tiny9):
-    flux = tmp_path / "flux"
-    shutil.copytree(tiny9, flux)
-    index = json.loads((flux / "model_index.json").read_text())
-    (flux / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxFillPipeline"}))
-    fake_hub_cache(tmp_path / "hf", "inpaintkit-test/tiny-flux", flux)
-    result = run_cli_subprocess(["info", "--model", "inpaintkit-test/tiny-flux"], tmp_path / "hf")
-    assert_one_line_error(result.returncode, result.stderr, "is of the Flux family (FluxFillPipeline)")
+    kandinsky = tmp_path / "kandinsky"
+    shutil.copytree(tiny9, kandinsky)
+    index = json.loads((kandinsky / "model_index.json").read_text())
+    (kandinsky / "model_index.json").write_text(json.dumps({**index, "_class_name": "KandinskyV22InpaintPipeline"}))
+    fake_hub_cache(tmp_path / "hf", "inpaintkit-test/tiny-kandinsky", kandinsky)
+    result = run_cli_subprocess(["info", "--model", "inpaintkit-test/tiny-kandinsky"], tmp_path / "hf")
+    assert_one_line_error(result.returncode, result.stderr, "is of the Kandinsky family (KandinskyV22InpaintPipeline)")
 
 
 @pytest.mark.parametrize(
     "key, phrase",
     [
         ("conditioner.embedders.1.model.ln_final.weight", "is a sd model but"),  # an SDXL file, an SD --config
-        ("double_blocks.0.img_attn.qkv.weight", "is of the Flux family (checkpoint)"),
-        ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "of the Stable Diffusion 3 family"),
+        ("double_blocks.0.img_attn.qkv.weight", "is a Flux checkpoint in one file"),
+        ("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "is a Stable Diffusion 3 checkpoint in one"),
         ("some.other.layer.weight", "Cannot tell which model family the checkpoint"),
     ],
 )

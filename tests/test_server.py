@@ -155,9 +155,9 @@ def test_settings_as_one_json_field_and_defaults_as_the_cli(client):
     settings = response.json()["settings"]
     assert settings["seed"] == 4 and settings["strength"] == 0.5 and settings["steps"] == 2
     defaults = InpaintSettings()
+    assert settings["guidance"] == 7.5  # left unset, it is the SD family's default, recorded with the outputs
     for name in (
         "prompt",
-        "guidance",
         "scheduler",
         "mask_grow",
         "mask_blur",

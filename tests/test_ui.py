@@ -270,8 +270,9 @@ def test_api_errors_are_one_sentence(app, tmp_path, settings, mask_kind, phrase)
 BAD_CALLS = {
     "text for a slider": ({"steps": "abc"}, "`steps` must be a number from 1 to 150"),
     "slider above its maximum": ({"steps": 1000}, "`steps` must be a number from 1 to 150; got 1000"),
-    "slider below its minimum": ({"guidance": -3}, "`guidance` must be a number from 0 to 20"),
-    "empty slider": ({"guidance": None}, "`guidance` must be a number"),
+    "number below its minimum": ({"guidance": -3}, "`guidance` must be a number from 0 to 100"),
+    "slider below its minimum": ({"strength": -3}, "`strength` must be a number from 0.01 to 1"),
+    "empty slider": ({"steps": None}, "`steps` must be a number"),
     "too many images": ({"num_images": 100}, "`num_images` must be a number from 1 to 8"),
     "text for a number": ({"seed": "x"}, "`seed` must be a number"),
     "number above its maximum": ({"method": "tdpaint", "known_t": 5000}, "`known_t` must be a number from 0 to 999"),

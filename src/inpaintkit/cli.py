@@ -399,7 +399,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser, seed_help: str) -> a
     parser.add_argument("--negative-prompt", default="", help="what to steer away from")
     generation = parser.add_argument_group("generation")
     generation.add_argument(
-        "--guidance", type=float, help="classifier-free guidance scale (default 7.5; <= 1 turns it off)"
+        "--guidance",
+        type=float,
+        help="guidance scale (default: the model family's, 7.5 SD/SDXL, 7 SD 3, 3.5 Flux, 30 Flux Fill; <= 1 turns "
+        "classifier-free guidance off; Flux takes it as an input, with no extra pass)",
+    )
+    generation.add_argument(
+        "--true-cfg",
+        type=float,
+        help="Flux only: classifier-free guidance with --negative-prompt at this scale, above 1 (a second pass per "
+        "step; default off)",
     )
     generation.add_argument("--steps", type=int, help="denoising steps (default 50)")
     generation.add_argument(

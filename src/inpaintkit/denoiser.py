@@ -30,8 +30,10 @@ class Denoiser:
     _stacked: dict[int, Conditioning] = field(default_factory=dict)
 
     def scaled(self, latents: torch.Tensor, i: int) -> torch.Tensor:
-        """Latents as the UNet takes them at step i (sigma schedulers divide by sqrt(sigma^2 + 1))."""
-        return self.scheduler.scale_model_input(latents, self.timestep_values[i])
+        """Latents as the UNet takes them at step i (sigma schedulers divide by sqrt(sigma^2 + 1); flow schedulers
+        have nothing to scale)."""
+        scale = getattr(self.scheduler, "scale_model_input", None)
+        return latents if scale is None else scale(latents, self.timestep_values[i])
 
     def batched(self, unet_latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents as one guided call takes them: guidance's copies, then the inpainting UNet's channels."""

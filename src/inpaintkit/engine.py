@@ -19,7 +19,6 @@ from .acceleration import set_vae_tiling
 from .denoiser import Denoiser
 from .errors import Cancelled
 from .families import Conditioning
-from .guidance import guidance_for
 from .models import Components
 from .noise import NoiseSchedule
 from .schedulers import make_scheduler
@@ -76,7 +75,7 @@ def denoise(
     """
     device, family = components.device, components.family
     generators = generators_for(settings.seeds())
-    guidance = guidance_for(settings.guidance, components.capabilities.guidance_embedding_dim)
+    guidance = family.guidance(settings, components.capabilities)
 
     stopper = Stopper(should_stop)
     # A tiled VAE calls its encoder and decoder once per tile: the finest place a long encode or decode can stop.
@@ -88,8 +87,10 @@ def denoise(
     watched.update({"while encoding the image": components.vae.encoder, "while decoding": components.vae.decoder})
     with torch.inference_mode(), stopper.around_calls(watched):
         # 1. Scheduler and timesteps: strength < 1 (or the method) skips the noisiest ones.
-        scheduler = build_scheduler(method, settings, components.scheduler_config)
-        timesteps = schedule(scheduler, settings.steps, method.skipped_steps(settings), device)
+        scheduler = build_scheduler(method, settings, components)
+        latent_size = latent_size_of(components, pixels.shape[:2])
+        skipped = method.skipped_steps(settings, family.strength_rounding)
+        timesteps = schedule(components, scheduler, settings.steps, skipped, latent_size)
         # Read once, here: given Python numbers, the schedulers' step() compares and indexes on the host,
         # where a device tensor would make every step wait for the GPU (`if prev_timestep >= 0`).
         timestep_values = timesteps.tolist()
@@ -153,17 +154,25 @@ def denoise(
     return (decoded * 255).round().astype(np.uint8)
 
 
-def build_scheduler(method, settings: InpaintSettings, model_config: dict):
+def build_scheduler(method, settings: InpaintSettings, components: Components):
     """A fresh scheduler of the requested kind, as the method accepts or substitutes it."""
+    model_config = components.scheduler_config
     name = method.scheduler_name(settings.scheduler, model_config["_class_name"])
-    scheduler = make_scheduler(name, model_config, settings.spacing)
+    flow = components.capabilities.prediction_type == "flow"
+    scheduler = make_scheduler(name, model_config, settings.spacing, flow=flow)
     method.check_scheduler(scheduler)
     return scheduler
 
 
-def schedule(scheduler, steps: int, skipped: int, device: torch.device) -> torch.Tensor:
+def latent_size_of(components: Components, size: tuple[int, int]) -> tuple[int, int]:
+    """The latents' (height, width) for an image of `size` pixels."""
+    factor = components.capabilities.vae_scale_factor
+    return size[0] // factor, size[1] // factor
+
+
+def schedule(components: Components, scheduler, steps: int, skipped: int, latent_size: tuple[int, int]) -> torch.Tensor:
     """The timesteps to run: all but the `skipped` noisiest (as diffusers' img2img/inpaint get_timesteps)."""
-    scheduler.set_timesteps(steps, device=device)
+    components.family.set_timesteps(scheduler, steps, components.device, latent_size)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(skipped * scheduler.order)
     return scheduler.timesteps[skipped * scheduler.order :]
@@ -185,7 +194,7 @@ def prepare_latents(
     capabilities = components.capabilities
     height, width = image.shape[-2] // capabilities.vae_scale_factor, image.shape[-1] // capabilities.vae_scale_factor
     shape = (1, vae.config.latent_channels, height, width)
-    needs_known = method.needs_known_latents or settings.strength < 1.0
+    needs_known = method.needs_known_latents or settings.strength < 1.0 or family.always_encodes_image
     needs_masked = capabilities.inpainting_unet or method.needs_masked_latents
 
     image_posterior = family.encode_image(components, image) if needs_known else None
@@ -213,7 +222,10 @@ def prepare_latents(
 
     # nearest-neighbour downsampling, as diffusers (and the inpainting checkpoints' training) does
     latent_mask = F.interpolate(pixel_mask, size=(height, width)).to(device, dtype).repeat(len(generators), 1, 1, 1)
-    condition = torch.cat([latent_mask, masked_latents], dim=1) if capabilities.inpainting_unet else None
+    condition = None
+    if capabilities.inpainting_unet:  # the model's own extra channels, in its order
+        pixel_masks = pixel_mask.to(device, dtype).repeat(len(generators), 1, 1, 1)
+        condition = family.inpainting_condition(pixel_masks, latent_mask, masked_latents)
     change = None
     if change_map is not None:  # a per-pixel strength averages over each latent cell
         change = F.interpolate(torch.tensor(change_map)[None, None].float(), size=(height, width), mode="area")

@@ -148,7 +148,7 @@ class Inpainter:
         should_stop: Optional[StopCheck] = None,
     ) -> list[Image.Image]:
         """Like calling the inpainter, with the settings already built."""
-        settings = settings.with_seed()
+        settings = self.components.family.settled(settings.with_seed())  # the guidance used is recorded
         method = self.check(settings)
         adapted = method.adapted_defaults(settings, self.components.scheduler_config["_class_name"])
         for name, how in adapted.items():
@@ -189,6 +189,7 @@ class Inpainter:
             )
         method = resolve_method(settings.method, self.capabilities, settings)
         method.check_components(self.components, settings)
+        self.components.family.check_guidance(settings, self.capabilities)
         if self.capabilities.guidance_embedding_dim is not None and settings.negative_prompt.strip():
             raise InputError(
                 "This model takes the guidance scale as an input (a guidance-distilled, LCM-style UNet) and makes no "
@@ -201,15 +202,16 @@ class Inpainter:
                 "them at load (--fuse-lora) or load the model without --compile."
             )
         self.loras.check(loras)
-        scheduler = build_scheduler(method, settings, self.components.scheduler_config)
+        scheduler = build_scheduler(method, settings, self.components)
         try:
-            scheduler.set_timesteps(settings.steps)
+            self.components.family.set_timesteps(scheduler, settings.steps, "cpu", (128, 128))
         except Exception as error:  # a scheduler that cannot make this many steps from this model's config
             raise InputError(
                 f"{type(scheduler).__name__} cannot make {settings.steps} steps from this model's scheduler config "
                 f"({first_line(error)}); use more steps or another --scheduler."
             ) from None
-        if float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000 steps
+        flow = self.capabilities.prediction_type == "flow"  # a flow's timestep 1000 is sigma 1, not an index
+        if not flow and float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000
             raise InputError(
                 f"{settings.steps} steps with {type(scheduler).__name__} would start past the model's last "
                 f"training timestep ({training_steps - 1}); use fewer steps."
@@ -228,7 +230,10 @@ class Inpainter:
             outputs, tiled = self._denoise_padded(filled, regions.repaint, regions.change, settings, method, hooks)
             return outputs, (slice(None), slice(None)), tiled
         # Nothing outside the window changes, so no pixel work needs more than the window and what finishing reads.
-        window = window_around(regions.box, pixels.shape, settings.crop_padding, self.capabilities.native_size)
+        capabilities = self.capabilities
+        window = window_around(
+            regions.box, pixels.shape, settings.crop_padding, capabilities.native_size, capabilities.spatial_multiple
+        )
         work_pixels = resize_to_work(
             fill_window(pixels, regions.repaint, settings.fill, settings.seed, window.box), window
         )
@@ -249,9 +254,9 @@ class Inpainter:
         return union_box(window.box, expand_box(regions.box, RING_PIXELS, shape))
 
     def _denoise_padded(self, pixels, repaint, change, settings, method, hooks) -> tuple[np.ndarray, bool]:
-        """Run the engine on a copy padded to a multiple of the VAE factor, then crop back."""
+        """Run the engine on a copy padded to a multiple of the denoiser's spatial step, then crop back."""
         height, width = repaint.shape
-        factor = self.capabilities.vae_scale_factor
+        factor = self.capabilities.spatial_multiple
         padded = pad_to_multiple(pixels, factor, mode="edge")
         padded_change = None if change is None else pad_to_multiple(change, factor, mode="constant")
         output = denoise(

@@ -86,5 +86,22 @@ OPTIONS: tuple[MethodOption, ...] = (
         "with --latentpaint-weights; without one, only 0 and the default 1 are accepted)", "Propagation",
         minimum=0.0, maximum=4.0,
     ),
+    # LanPaint (Zheng et al., TMLR 2025): the authors' defaults, and the ranges of their ComfyUI nodes' widgets.
+    MethodOption(
+        "lanpaint_steps", "lanpaint", int, 5, "Langevin iterations before each step, each one more model call (fewer "
+        "as the noise falls, none at the last step)", "Langevin steps", minimum=0, maximum=100, metavar="N",
+    ),
+    MethodOption(
+        "lanpaint_lambda", "lanpaint", float, 5.0, "bidirectional guidance: how hard the known region pulls the "
+        "generated one into agreement", "Lambda", minimum=0.1, maximum=50.0,
+    ),
+    MethodOption(
+        "lanpaint_step_size", "lanpaint", float, 0.2, "time step of each Langevin iteration", "Langevin step size",
+        minimum=0.0001, maximum=1.0,
+    ),
+    MethodOption(
+        "lanpaint_beta", "lanpaint", float, 1.0, "the known region's Langevin step size relative to the generated "
+        "region's", "Beta", minimum=0.0001, maximum=5.0,
+    ),
 )  # fmt: skip
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -30,18 +30,29 @@ class Capabilities:
     """What a checkpoint can do, read from its configs."""
 
     family: str  # the model family's name (families/)
-    unet_in_channels: int  # 9 = dedicated inpainting UNet, 4 = ordinary text-to-image UNet
-    prediction_type: str  # "epsilon" (SD 1.x, 2.x base) or "v_prediction" (SD 2.x 768)
+    # The denoiser's input channels per latent cell (a Flux transformer's packed tokens counted per cell): more than
+    # the latents' for a dedicated inpainting model (SD's 9, SD 3's 33, Flux Fill's 96), else the latents' own.
+    unet_in_channels: int
+    prediction_type: str  # "epsilon" (SD 1.x, 2.x base), "v_prediction" (SD 2.x 768) or "flow" (SD 3, Flux)
     vae_scaling_factor: float
     vae_scale_factor: int  # pixels per latent cell along each side
     native_size: int  # the resolution the UNet was built for, in pixels
     untrained: bool  # written by `inpaintkit make-tiny-model`
     # A guidance-distilled UNet (LCM) takes the guidance scale as an embedding of this size instead of a CFG batch
     guidance_embedding_dim: Optional[int] = None
+    latent_channels: int = 4  # the VAE's (16 for SD 3 and Flux)
+    patch_size: int = 1  # latent cells per side of one denoiser token (2 for SD 3 and Flux)
+    guidance_embedded: bool = False  # a guidance-distilled Flux transformer takes the guidance scale as an input
 
     @property
     def inpainting_unet(self) -> bool:
-        return self.unet_in_channels == 9
+        """The denoiser takes the mask and the masked image's latents (a dedicated inpainting checkpoint)."""
+        return self.unet_in_channels > self.latent_channels
+
+    @property
+    def spatial_multiple(self) -> int:
+        """Image sides the denoiser can take are multiples of this many pixels."""
+        return self.vae_scale_factor * self.patch_size
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -54,6 +65,9 @@ class Capabilities:
             "native_size": self.native_size,
             "untrained": self.untrained,
             "guidance_embedding_dim": self.guidance_embedding_dim,
+            "latent_channels": self.latent_channels,
+            "spatial_multiple": self.spatial_multiple,
+            "guidance_embedded": self.guidance_embedded,
         }
 
 
@@ -63,7 +77,7 @@ class Components:
 
     name: str
     family: Family  # how the prompt, image and denoiser are called
-    unet: Any
+    unet: Any  # the denoising network: a UNet, or SD 3's / Flux's transformer
     vae: Any
     text_encoder: Any
     tokenizer: Any
@@ -72,15 +86,18 @@ class Components:
     dtype: torch.dtype
     capabilities: Capabilities
     acceleration: Acceleration = field(default_factory=Acceleration)  # set by acceleration.accelerate
-    text_encoder_2: Optional[Any] = None  # a second text encoder and its tokenizer (SDXL)
+    text_encoder_2: Optional[Any] = None  # a second text encoder and its tokenizer (SDXL, SD 3, Flux's T5)
     tokenizer_2: Optional[Any] = None
+    text_encoder_3: Optional[Any] = None  # a third (SD 3's T5)
+    tokenizer_3: Optional[Any] = None
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # the pipeline's own options (model_index.json)
     vae_name: Optional[str] = None  # the --vae that replaced the checkpoint's own VAE, if one did
     method_weights: dict[str, Any] = field(default_factory=dict)  # a method's trained parts, by method name
 
     def text_modules(self) -> dict[str, Any]:
-        """The text encoders, by attribute name, in the family's order."""
-        return {name: getattr(self, name) for name in self.family.text_encoders}
+        """The text encoders, by attribute name, in the family's order (an SD 3 model may come without T5)."""
+        modules = {name: getattr(self, name) for name in self.family.text_encoders}
+        return {name: module for name, module in modules.items() if module is not None}
 
 
 def load_components(
@@ -107,7 +124,8 @@ def load_components(
             pipeline.vae = _replacement_vae(str(vae), torch_dtype, pipeline.vae)
     capabilities = read_capabilities(pipeline, str(model), family)
     text = {name: getattr(pipeline, name) for name in family.text_encoders}
-    for part in (pipeline.unet, pipeline.vae, *text.values()):
+    denoiser = getattr(pipeline, family.denoiser)
+    for part in (denoiser, pipeline.vae, *(module for module in text.values() if module is not None)):
         part.to(torch_device)
         part.requires_grad_(False)
     vae_dtype = family.vae_dtype(pipeline.vae.config, torch_dtype)
@@ -118,7 +136,7 @@ def load_components(
     return Components(
         name=str(model),
         family=family,
-        unet=pipeline.unet,
+        unet=denoiser,
         vae=pipeline.vae,
         **text,
         **tokenizers,
@@ -133,17 +151,29 @@ def load_components(
 
 def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None) -> tuple[Family, Any]:
     """The model's family and its diffusers pipeline, loaded without the parts inpainting does not use."""
-    no_extras = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     path = Path(model).expanduser()
     if path.is_file():
-        return _load_single_file(path, dtype, config, no_extras)
+        return _load_single_file(path, dtype, config)
     if path.is_dir():
         family = _check_diffusers_folder(path)
-        return family, _call_loader(model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **no_extras)
+        return family, _call_loader(
+            model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **unused_parts(family)
+        )
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")
     family = _hub_model_family(model)
-    return family, _call_loader(model, pipeline_class(family).from_pretrained, model, dtype=dtype, **no_extras)
+    loader = pipeline_class(family).from_pretrained
+    return family, _call_loader(model, loader, model, dtype=dtype, **unused_parts(family))
+
+
+def unused_parts(family: Family) -> dict[str, Any]:
+    """The optional pipeline parts inpainting does not use, so they are not loaded: SD's safety checker, Flux's
+    IP-Adapter image encoder."""
+    if family.denoiser == "unet":
+        return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    if family.name.startswith("flux"):
+        return {"image_encoder": None, "feature_extractor": None} if family.name == "flux" else {}
+    return {"image_encoder": None, "feature_extractor": None}
 
 
 def _replacement_vae(vae: str, dtype: torch.dtype, original):
@@ -196,7 +226,7 @@ def _hub_model_family(model: str) -> Family:
     return family_of_pipeline(str(index.get("_class_name", "")), model)
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None, extras: dict) -> tuple[Family, Any]:
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None) -> tuple[Family, Any]:
     """An original-layout checkpoint, its family told from its keys. Offline, `config` must name a local diffusers
     folder of the same architecture."""
     from diffusers import UNet2DConditionModel
@@ -209,7 +239,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None,
         )
     shapes = _checkpoint_shapes(path)
     family = family_of_checkpoint(shapes, str(path))
-    kwargs = dict(dtype=dtype, **extras)
+    kwargs = dict(dtype=dtype, **unused_parts(family))
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
         config_family = _check_diffusers_folder(config_folder)
@@ -342,23 +372,27 @@ def _loading_failure(model: str, error: Exception) -> str:
 
 def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
     """Read the checkpoint's abilities from its configs; refuse what the engine cannot run."""
-    unet_config, vae_config = pipeline.unet.config, pipeline.vae.config
-    in_channels = int(unet_config.in_channels)
-    if in_channels not in (4, 9):
-        raise InputError(
-            f"Model '{model}' has a UNet with {in_channels} input channels; only 4 (ordinary) or 9 (inpainting) are "
-            "supported."
-        )
+    denoiser_config, vae_config = getattr(pipeline, family.denoiser).config, pipeline.vae.config
+    latent_channels = int(vae_config.latent_channels)
     vae_scale_factor = 2 ** (len(vae_config.block_out_channels) - 1)
-    sample_size = unet_config.sample_size
-    sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
+    in_channels = family.spatial_input_channels(denoiser_config)
+    accepted = (latent_channels, family.inpainting_channels(latent_channels, vae_scale_factor))
+    if in_channels not in accepted:
+        raise InputError(
+            f"Model '{model}' has a {family.denoiser} with {in_channels} input channels per latent cell; a "
+            f"{family.name} model has {accepted[0]} (ordinary) or {accepted[1]} (inpainting)."
+        )
+    flow = "FlowMatch" in str(pipeline.scheduler.config.get("_class_name", type(pipeline.scheduler).__name__))
     return Capabilities(
         family=family.name,
         unet_in_channels=in_channels,
-        prediction_type=str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
+        prediction_type="flow" if flow else str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
         vae_scaling_factor=float(vae_config.scaling_factor),
         vae_scale_factor=vae_scale_factor,
-        native_size=int(sample_size) * vae_scale_factor,
+        native_size=family.native_size(pipeline, vae_scale_factor),
         untrained=Path(model).expanduser().is_dir() and is_untrained(Path(model).expanduser()),
-        guidance_embedding_dim=getattr(unet_config, "time_cond_proj_dim", None),
+        guidance_embedding_dim=getattr(denoiser_config, "time_cond_proj_dim", None),
+        latent_channels=latent_channels,
+        patch_size=family.patch_size,
+        guidance_embedded=bool(getattr(denoiser_config, "guidance_embeds", False)),
     )

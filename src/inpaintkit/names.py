@@ -29,6 +29,8 @@ METHOD_SUMMARIES: dict[str, str] = {
     "tdpaint": "Ablation: the known region is shown to the UNet at a small constant noise level (zero-shot TD-Paint).",
     "latentpaint": "LatentPaint: blend, plus the UNet's hidden states take a context pass's in the known region at "
     "every block (about 2x blend's time).",
+    "lanpaint": "LanPaint: Langevin iterations before each step pull the hole and the known region into agreement "
+    "(up to 1 + --lanpaint-steps model calls per step).",
 }
 METHOD_NAMES = ("auto", *METHOD_SUMMARIES)
 

@@ -29,7 +29,22 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "lcm": ("LCMScheduler", {}),
     "tcd": ("TCDScheduler", {}),
 }
-SCHEDULER_NAMES = ("default", *SCHEDULERS)
+# A flow-matching model (SD 3, Flux) takes these under the same short names: its own Euler, Heun (second order, two
+# calls a step), and DPM++ 2M on flow sigmas (Lu et al.'s solver in the flow's parameterisation).
+FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "heun": ("FlowMatchHeunDiscreteScheduler", {}),
+    "dpm++2m": (
+        "DPMSolverMultistepScheduler",
+        {
+            "algorithm_type": "dpmsolver++",
+            "solver_order": 2,
+            "use_flow_sigmas": True,
+            "prediction_type": "flow_prediction",
+        },
+    ),
+}
+SCHEDULER_NAMES = ("default", *SCHEDULERS, "heun")
 # How the steps' timesteps are spread: the model's config, or diffusers' spacings. "trailing" (Lin et al., arXiv
 # 2305.08891) ends on the last training timestep, which SDXL-Lightning, Hyper-SD and SDXL-Turbo expect.
 SPACINGS = ("default", "leading", "linspace", "trailing")
@@ -58,20 +73,28 @@ def check_spacing(spacing: str) -> str:
     return spacing
 
 
-def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "default"):
+def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "default", flow: bool = False):
     """A fresh scheduler (they hold per-job state). 'default' rebuilds the model's own class; `spacing` other than
-    'default' replaces the config's timestep_spacing."""
+    'default' replaces the config's timestep_spacing. `flow`: the model is a flow-matching one (FLOW_SCHEDULERS)."""
     import diffusers
 
     check_scheduler_name(name)
     if name == "default":
         class_name, overrides = model_config["_class_name"], {}
+    elif flow:
+        class_name, overrides = flow_scheduler(name, model_config)
+    elif name not in SCHEDULERS:
+        raise InputError(f"The {name} scheduler is for flow-matching models (SD 3, Flux); choose another.")
     else:
         class_name, overrides = SCHEDULERS[name]
     scheduler_class = getattr(diffusers, class_name, None)
     if scheduler_class is None:
         raise InputError(
             f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
+        )
+    if check_spacing(spacing) != "default" and flow:
+        raise InputError(
+            f"--spacing {spacing} is for noise-prediction models; a flow-matching model spaces its sigmas itself."
         )
     if check_spacing(spacing) != "default":
         if class_name in FIXED_SPACING or (class_name == "DPMSolverMultistepScheduler" and overrides.get(
@@ -83,3 +106,16 @@ def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "defa
             )
         overrides = {**overrides, "timestep_spacing": spacing}
     return scheduler_class.from_config(model_config, **overrides)
+
+
+def flow_scheduler(name: str, model_config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The flow-matching scheduler a short name stands for, with the model's shift carried over to DPM++."""
+    if name not in FLOW_SCHEDULERS:
+        raise InputError(
+            f"The {name} scheduler is for noise-prediction models; a flow-matching model (SD 3, Flux) takes "
+            f"{', '.join(('default', *FLOW_SCHEDULERS))}."
+        )
+    class_name, overrides = FLOW_SCHEDULERS[name]
+    if class_name == "DPMSolverMultistepScheduler":  # its flow_shift is the flow config's shift
+        overrides = {**overrides, "flow_shift": model_config.get("shift", 1.0)}
+    return class_name, overrides

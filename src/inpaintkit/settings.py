@@ -40,7 +40,8 @@ class InpaintSettings:
     prompt: str = ""
     negative_prompt: str = ""
     method: str = "auto"
-    guidance: float = 7.5
+    guidance: float | None = None  # None: the model family's default (families/: 7.5 SD, 7 SD 3, 3.5 Flux, 30 Fill)
+    true_cfg: float | None = None  # Flux only: classifier-free guidance with the negative prompt, above 1 (None: off)
     steps: int = 50
     strength: float = 1.0
     seed: int | None = None  # None: a random seed, stored in each output's metadata
@@ -64,6 +65,10 @@ class InpaintSettings:
     fuse_blocks: str | None = None
     fuse_until: float | None = None
     propagation: float | None = None
+    lanpaint_steps: int | None = None
+    lanpaint_lambda: float | None = None
+    lanpaint_step_size: float | None = None
+    lanpaint_beta: float | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -82,8 +87,10 @@ class InpaintSettings:
                 f"Strength {self.strength} with {self.steps} steps leaves no denoising step; raise the strength or the "
                 "steps."
             )
-        if not 0 <= self.guidance <= MAX_GUIDANCE:
-            raise InputError(f"Guidance must be between 0 and {MAX_GUIDANCE:g}, got {self.guidance}.")
+        for name, label in (("guidance", "Guidance"), ("true_cfg", "True CFG")):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_GUIDANCE:
+                raise InputError(f"{label} must be between 0 and {MAX_GUIDANCE:g}, got {value}.")
         if not 1 <= self.num_images <= MAX_JOB_IMAGES:
             raise InputError(f"The number of images must be from 1 to {MAX_JOB_IMAGES:,}, got {self.num_images}.")
         if self.mask_blur < 0:

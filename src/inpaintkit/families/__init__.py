@@ -8,16 +8,22 @@ from typing import Iterable
 
 from ..errors import InputError
 from .base import Conditioning, Family
+from .flux import Flux, FluxFill
 from .sd import StableDiffusion
+from .sd3 import StableDiffusion3
 from .sdxl import StableDiffusionXL
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (StableDiffusion(), StableDiffusionXL())}
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (StableDiffusion(), StableDiffusionXL(), StableDiffusion3(), Flux(), FluxFill())
+}
 
 # Families inpaintkit cannot run yet, by the start of their diffusers pipeline class names; checked before the
-# supported ones, so StableDiffusionXL and StableDiffusion3 are not taken for StableDiffusion.
+# supported ones, so a Flux Kontext or Control model is not taken for Flux.
 NOT_YET_SUPPORTED = {
-    "StableDiffusion3": "Stable Diffusion 3",
-    "Flux": "Flux",
+    "FluxKontext": "Flux Kontext",
+    "FluxControl": "Flux Control (Canny/Depth)",
+    "FluxPriorRedux": "Flux Redux",
+    "Flux2": "Flux.2",
     "Kandinsky": "Kandinsky",
     "PixArt": "PixArt",
     "Sana": "Sana",
@@ -32,15 +38,22 @@ NOT_YET_SUPPORTED = {
     "QwenImage": "Qwen-Image",
     "Chroma": "Chroma",
 }
-SUPPORTED_PIPELINE_PREFIXES = {"StableDiffusionXL": "sdxl", "StableDiffusion": "sd"}  # the longer prefix first
+# The longer prefix first: StableDiffusionXL and StableDiffusion3 are not StableDiffusion, FluxFill is not Flux.
+SUPPORTED_PIPELINE_PREFIXES = {
+    "StableDiffusionXL": "sdxl",
+    "StableDiffusion3": "sd3",
+    "StableDiffusion": "sd",
+    "FluxFill": "flux-fill",
+    "Flux": "flux",
+}
 
 # Keys that tell a single original-layout checkpoint's family, checked in order.
 CHECKPOINT_SIGNATURES = (
     ("conditioner.embedders.1.", "sdxl", None),
-    ("model.diffusion_model.joint_blocks.", None, "Stable Diffusion 3"),
-    ("joint_blocks.", None, "Stable Diffusion 3"),
-    ("double_blocks.", None, "Flux"),
-    ("model.diffusion_model.double_blocks.", None, "Flux"),
+    ("model.diffusion_model.joint_blocks.", None, "Stable Diffusion 3 (single file)"),
+    ("joint_blocks.", None, "Stable Diffusion 3 (single file)"),
+    ("double_blocks.", None, "Flux (single file)"),
+    ("model.diffusion_model.double_blocks.", None, "Flux (single file)"),
     ("model.diffusion_model.input_blocks.", "sd", None),
 )
 
@@ -69,14 +82,19 @@ def family_of_checkpoint(keys: Iterable[str], model: str) -> Family:
             return FAMILIES[name]
     raise InputError(
         f"Cannot tell which model family the checkpoint {model} is (none of the tensor names of Stable Diffusion "
-        "1.x/2.x or SDXL); pass a diffusers folder instead."
+        "1.x/2.x, SDXL, SD 3 or Flux); pass a diffusers folder instead."
     )
 
 
 def not_supported(model: str, family: str, what: str) -> InputError:
+    if family.endswith("(single file)"):
+        return InputError(
+            f"Model '{model}' is a {family.removesuffix(' (single file)')} checkpoint in one file, which inpaintkit "
+            "loads only as a diffusers folder; pass the folder (a quantized transformer file goes to --transformer)."
+        )
     return InputError(
         f"Model '{model}' is of the {family} family ({what}), which inpaintkit does not run yet; it runs "
-        "Stable Diffusion 1.x/2.x and SDXL."
+        "Stable Diffusion 1.x/2.x, SDXL, Stable Diffusion 3, Flux.1 and Flux.1 Fill."
     )
 
 

@@ -9,6 +9,7 @@ from ..names import METHOD_NAMES  # light, for the CLI's --help; METHODS must li
 from .base import METHOD_OPTIONS, Method, flag
 from .bld import BlendedLatentDiffusion
 from .blend import Blend
+from .lanpaint import LanPaint
 from .latentpaint import LatentPaint
 from .native import Native
 from .repaint import RePaint
@@ -17,7 +18,7 @@ from .tdpaint import TDPaint
 
 METHODS: dict[str, Method] = {
     method.name: method
-    for method in (Native(), Blend(), BlendedLatentDiffusion(), Soft(), RePaint(), TDPaint(), LatentPaint())
+    for method in (Native(), Blend(), BlendedLatentDiffusion(), Soft(), RePaint(), TDPaint(), LatentPaint(), LanPaint())
 }
 
 

@@ -131,8 +131,11 @@ class Method:
     def check_scheduler(self, scheduler) -> None:
         """Refuse a built scheduler this method cannot work with."""
 
-    def skipped_steps(self, settings: InpaintSettings) -> int:
-        """How many of the noisiest steps not to run (strength < 1 skips some)."""
+    def skipped_steps(self, settings: InpaintSettings, rounding: str = "kept") -> int:
+        """How many of the noisiest steps not to run (strength < 1 skips some). `rounding` is the family's pipeline's
+        (Family.strength_rounding): SD's get_timesteps floors the steps kept, Flux's and SD 3's the steps skipped."""
+        if rounding == "skipped":
+            return int(max(settings.steps - min(settings.steps * settings.strength, settings.steps), 0))
         return settings.steps - min(int(settings.steps * settings.strength), settings.steps)
 
     def steps_run(self, settings: InpaintSettings) -> int:

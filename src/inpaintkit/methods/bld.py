@@ -52,7 +52,7 @@ class BlendedLatentDiffusion(Method):
         if settings.strength < 1.0:
             raise InputError("bld starts from pure noise after --blend-start; --strength does not apply to it.")
 
-    def skipped_steps(self, settings) -> int:
+    def skipped_steps(self, settings, rounding: str = "kept") -> int:
         return int(settings.steps * self.option(settings, "blend_start"))
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:

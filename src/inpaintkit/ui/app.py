@@ -13,7 +13,7 @@ from ..fill import FILLS  # noqa: E402
 from ..method_options import OPTIONS_BY_NAME  # noqa: E402
 from ..methods import METHOD_OPTIONS, METHODS  # noqa: E402
 from ..schedulers import SCHEDULER_NAMES, SPACINGS  # noqa: E402
-from ..settings import InpaintSettings  # noqa: E402
+from ..settings import MAX_GUIDANCE, InpaintSettings  # noqa: E402
 from . import jobs  # noqa: E402
 from .inputs import CheckedBlocks  # noqa: E402
 
@@ -125,7 +125,9 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
             "mask": mask,
             "prompt": prompt,
             "negative_prompt": negative_prompt,
-            **settings_panel(seed_used, handlers.inpainter.loras.available()),
+            **settings_panel(
+                seed_used, handlers.inpainter.loras.available(), handlers.inpainter.components.family.default_guidance
+            ),
         }
 
         demo.input_names = {component._id: name for name, component in controls.items()}
@@ -166,9 +168,12 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
     return demo
 
 
-def settings_panel(seed_used: gr.Textbox, lora_names: list[str]) -> dict[str, gr.components.Component]:
+def settings_panel(
+    seed_used: gr.Textbox, lora_names: list[str], default_guidance: float
+) -> dict[str, gr.components.Component]:
     """The job's settings, named as the Run handler's parameters; the method options show only for their method.
-    `lora_names`: the LoRA files of --loras-dir, which the LoRAs field may name."""
+    `lora_names`: the LoRA files of --loras-dir, which the LoRAs field may name; `default_guidance`: the loaded
+    model family's."""
     with gr.Row():
         method = gr.Dropdown(METHOD_CHOICES, value=DEFAULTS.method, label="Method")
         scheduler = gr.Dropdown(
@@ -176,9 +181,15 @@ def settings_panel(seed_used: gr.Textbox, lora_names: list[str]) -> dict[str, gr
         )
     with gr.Row():
         steps = gr.Slider(1, 150, value=DEFAULTS.steps, step=1, label="Steps", elem_id="steps")
-        guidance = gr.Slider(
-            0, 20, value=DEFAULTS.guidance, step=0.5, label="Guidance", info="<= 1 turns classifier-free guidance off"
-        )
+        # The loaded family's own default (7.5 SD, 7 SD 3, 3.5 Flux, 30 Flux Fill): no one number suits them all.
+        guidance = gr.Number(
+            value=default_guidance, minimum=0, maximum=MAX_GUIDANCE, step=0.5, label="Guidance",
+            info=f"this model's default: {default_guidance:g}; <= 1 turns classifier-free guidance off",
+        )  # fmt: skip
+        true_cfg = gr.Number(
+            value=1.0, minimum=0, maximum=MAX_GUIDANCE, step=0.5, label="True CFG (Flux)",
+            info="above 1: Flux uses the negative prompt (a second pass per step)",
+        )  # fmt: skip
         strength = gr.Slider(
             0.01, 1, value=DEFAULTS.strength, step=0.01, label="Strength", info="below 1 starts from the noised input"
         )
@@ -246,6 +257,7 @@ def settings_panel(seed_used: gr.Textbox, lora_names: list[str]) -> dict[str, gr
         "scheduler": scheduler,
         "steps": steps,
         "guidance": guidance,
+        "true_cfg": true_cfg,
         "strength": strength,
         "num_images": num_images,
         "seed": seed,
