@@ -19,10 +19,16 @@ PIXELS = gradient_image(WIDTH, HEIGHT, seed=40)
 MASK = box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
 
 
-@pytest.fixture(params=["inpainter4", "sdxl4"])
+@pytest.fixture(params=["inpainter4", "sdxl4", "flux", "sd3"])
 def four(request):
-    """A 4-channel (ordinary) model of each family: the methods' properties must hold on every family."""
+    """An ordinary (not inpainting) model of each family, flow-matching ones included: the methods' properties must
+    hold on every family."""
     return request.getfixturevalue(request.param)
+
+
+def redo_scheduler(inpainter) -> str:
+    """The scheduler repaint and tdpaint ask for by name: DDIM, or a flow model's own Euler."""
+    return "default" if inpainter.capabilities.prediction_type == "flow" else "ddim"
 
 
 @pytest.fixture(params=["inpainter9", "sdxl9"])
@@ -38,15 +44,20 @@ def inpaint(inpainter, mask=MASK, **options):
 
 @contextmanager
 def unet_inputs(inpainter):
-    """Record the latent input of every UNet call (the first argument)."""
-    seen = []
-    handle = inpainter.components.unet.register_forward_pre_hook(
-        lambda module, args: seen.append(args[0].detach().clone())
-    )
+    """Record the latent input of every denoiser call, in the loop's spatial layout (a Flux family packs it into
+    tokens inside its own call)."""
+    seen, family = [], inpainter.components.family
+    original = family.denoise
+
+    def recording(components, model_input, t, conditioning):
+        seen.append(model_input.detach().clone())
+        return original(components, model_input, t, conditioning)
+
+    family.denoise = recording  # the family object is shared: removed again below, however the job ends
     try:
         yield seen
     finally:
-        handle.remove()
+        del family.denoise
 
 
 # -- bld --------------------------------------------------------------------------------------
@@ -67,8 +78,8 @@ def test_bld_poisson_reconstruction_keeps_the_background_exactly(four):
 
 def test_bld_skips_the_first_quarter_of_the_steps(four):
     with unet_inputs(four) as seen:
-        inpaint(four, method="bld", reconstruct="none", steps=20, guidance=1.0, scheduler="ddim")
-    assert len(seen) == 20 - int(20 * 0.25)  # DDIM: one UNet call per step
+        inpaint(four, method="bld", reconstruct="none", steps=20, guidance=1.0, scheduler=redo_scheduler(four))
+    assert len(seen) == 20 - int(20 * 0.25)  # DDIM or flow Euler: one denoiser call per step
 
 
 def test_bld_progressive_masks_shrink_to_the_exact_mask(inpainter4, monkeypatch):
@@ -126,7 +137,7 @@ def constant_mask(value: float) -> np.ndarray:
     return mask
 
 
-def test_soft_changes_less_for_a_smaller_mask_value(inpainter4, monkeypatch):
+def test_soft_changes_less_for_a_smaller_mask_value(four, monkeypatch):
     """Measured where the method acts, in latent space: mean |z_final - z0| over the masked cells.
 
     (In pixels the untrained VAE's round-trip error, about 60 levels even outside the mask, hides it.)
@@ -146,7 +157,7 @@ def test_soft_changes_less_for_a_smaller_mask_value(inpainter4, monkeypatch):
     for value in (0.25, 0.5, 1.0):
         final = {}
         inpaint(
-            inpainter4,
+            four,
             mask=constant_mask(value),
             method="soft",
             steps=12,
@@ -242,7 +253,7 @@ def test_repaint_makes_the_documented_number_of_unet_calls(four, steps, jump_len
         inpaint(
             four,
             method="repaint",
-            scheduler="ddim",
+            scheduler=redo_scheduler(four),
             guidance=1.0,
             steps=steps,
             jump_length=jump_length,
@@ -258,8 +269,9 @@ def test_jump_schedule_goes_back_up_and_ends_at_the_last_step():
 
 
 def test_repaint_resampling_changes_the_result(four):
-    plain = inpaint(four, method="repaint", scheduler="ddim", jump_n_sample=1, jump_length=2)
-    resampled = inpaint(four, method="repaint", scheduler="ddim", jump_n_sample=3, jump_length=2)
+    scheduler = redo_scheduler(four)
+    plain = inpaint(four, method="repaint", scheduler=scheduler, jump_n_sample=1, jump_length=2)
+    resampled = inpaint(four, method="repaint", scheduler=scheduler, jump_n_sample=3, jump_length=2)
     assert not np.array_equal(plain, resampled)
 
 
@@ -275,7 +287,7 @@ def test_repaint_picks_ddim_when_the_model_default_cannot_redo_steps(inpainter4)
 
 def test_tdpaint_shows_the_unet_a_constant_known_region(four):
     with unet_inputs(four) as seen:
-        inpaint(four, method="tdpaint", scheduler="ddim", steps=6)
+        inpaint(four, method="tdpaint", scheduler=redo_scheduler(four), steps=6)
     latent_keep = (
         torch.nn.functional.interpolate(
             torch.from_numpy((MASK < 128).astype(np.float32))[None, None], size=seen[0].shape[-2:]
@@ -291,7 +303,7 @@ def test_tdpaint_shows_the_unet_a_constant_known_region(four):
 def test_tdpaint_known_t_sets_the_noise_level(four):
     def known_region(known_t):
         with unet_inputs(four) as seen:
-            inpaint(four, method="tdpaint", scheduler="ddim", steps=2, known_t=known_t)
+            inpaint(four, method="tdpaint", scheduler=redo_scheduler(four), steps=2, known_t=known_t)
         return seen[0]
 
     assert not torch.equal(known_region(10), known_region(500))
@@ -302,7 +314,7 @@ def test_tdpaint_known_t_sets_the_noise_level(four):
 
 @pytest.mark.parametrize(
     "method, options",
-    [("blend", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2, "scheduler": "ddim"}), ("tdpaint", {})],
+    [("blend", {}), ("repaint", {"jump_length": 2, "jump_n_sample": 2}), ("tdpaint", {}), ("lanpaint", {})],
 )
 def test_the_last_step_leaves_the_clean_known_latents(four, monkeypatch, method, options):
     """These methods end with the input's own latents z0 in every known cell, so the decoder sees the real
@@ -317,6 +329,8 @@ def test_the_last_step_leaves_the_clean_known_latents(four, monkeypatch, method,
         return state, latents, condition
 
     monkeypatch.setattr(engine, "prepare_latents", spy)
+    if method == "repaint":
+        options = {**options, "scheduler": redo_scheduler(four)}
     inpaint(
         four, method=method, steps=6, paste_back=False, callback=lambda i, n, z: seen.update(final=z.clone()),
         **options,
@@ -377,7 +391,7 @@ def test_metadata_records_the_method_defaults_used(inpainter4):
     assert (info["method"], info["jump_length"], info["jump_n_sample"]) == ("repaint", 2, 10)
 
 
-@pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9", "sdxl4", "sdxl9"])
+@pytest.mark.parametrize("fixture", ["inpainter4", "inpainter9", "sdxl4", "sdxl9", "flux", "flux_fill", "sd3"])
 @pytest.mark.parametrize(
     "method, options",
     [

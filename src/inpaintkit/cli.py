@@ -111,11 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("make-tiny-model", help="write a small UNTRAINED model for offline smoke tests")
     tiny.add_argument("folder", type=Path, help="the folder to write (must not exist or be empty)")
     tiny.add_argument(
-        "--channels", type=int, choices=(9, 4), default=9, help="UNet input channels: 9 = inpainting, 4 = ordinary"
+        "--channels",
+        type=int,
+        choices=(9, 4),
+        help="9 = an inpainting model (SD's 9-channel UNet, SD 3's 33-channel transformer), 4 = an ordinary one "
+        "(default: inpainting, except for flux; flux-fill is always inpainting)",
     )
-    tiny.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default="epsilon")
     tiny.add_argument(
-        "--family", choices=TINY_FAMILIES, default="sd", help="sd (SD 1.x layout, PNDM) or sdxl (two text encoders)"
+        "--prediction-type", choices=("epsilon", "v_prediction"), help="SD and SDXL only (default epsilon)"
+    )
+    tiny.add_argument(
+        "--family",
+        choices=TINY_FAMILIES,
+        default="sd",
+        help="sd (SD 1.x layout, PNDM), sdxl (two text encoders), sd3 (CLIP-L, CLIP-G, T5; flow), flux (T5 + CLIP; "
+        "flow, guidance as an input) or flux-fill",
     )
 
     train = commands.add_parser(
@@ -692,16 +702,42 @@ class ProgressBar:
             self.bar.close()
 
 
+def tiny_model_maker(arguments: argparse.Namespace):
+    """The maker of the asked-for tiny model, its options checked against its family."""
+    from .tiny import make_tiny_model, make_tiny_sdxl_model
+    from .tiny_flow import make_tiny_flux, make_tiny_sd3
+
+    family, channels, prediction = arguments.family, arguments.channels, arguments.prediction_type
+    if family in ("sd3", "flux", "flux-fill") and prediction not in (None, "epsilon"):
+        raise InputError(f"--prediction-type is for sd and sdxl; a {family} model is flow-matching.")
+    if family == "flux" and channels == 9:
+        raise InputError("A flux model is an ordinary one; make an inpainting Flux with --family flux-fill.")
+    if family == "flux-fill" and channels == 4:
+        raise InputError("A flux-fill model is an inpainting one; make an ordinary Flux with --family flux.")
+    inpainting = channels != 4
+    makers = {
+        "sd": lambda folder: make_tiny_model(
+            folder, unet_in_channels=9 if inpainting else 4, prediction_type=prediction or "epsilon"
+        ),
+        "sdxl": lambda folder: make_tiny_sdxl_model(
+            folder, unet_in_channels=9 if inpainting else 4, prediction_type=prediction or "epsilon"
+        ),
+        "sd3": lambda folder: make_tiny_sd3(folder, inpainting=inpainting),
+        "flux": lambda folder: make_tiny_flux(folder),
+        "flux-fill": lambda folder: make_tiny_flux(folder, fill=True),
+    }
+    return makers[family]
+
+
 def command_make_tiny_model(arguments: argparse.Namespace) -> int:
-    from .tiny import UNTRAINED_NOTE, make_tiny_model, make_tiny_sdxl_model
+    from .tiny import UNTRAINED_NOTE
 
     folder = arguments.folder
     try:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise InputError(f"{folder} already exists and is not an empty folder.")
         folder.mkdir(parents=True, exist_ok=True)
-        make = make_tiny_sdxl_model if arguments.family == "sdxl" else make_tiny_model
-        make(folder, unet_in_channels=arguments.channels, prediction_type=arguments.prediction_type)
+        tiny_model_maker(arguments)(folder)
     except OSError as error:  # an unwritable place (/proc/x), a full disk, a name too long
         raise InputError(f"Cannot write the model to {folder} ({error.strerror or first_line(error)}).") from None
     print(f"{folder}\t{UNTRAINED_NOTE}")

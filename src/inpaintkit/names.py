@@ -50,7 +50,7 @@ PIPE_MASKS = "paint-by-inpaint/PIPE_Masks"
 FILLS = ("original", "telea", "ns", "blur", "noise", "grey")
 
 # The families `inpaintkit make-tiny-model --family` writes (tiny.py)
-TINY_FAMILIES = ("sd", "sdxl")
+TINY_FAMILIES = ("sd", "sdxl", "sd3", "flux", "flux-fill")
 
 # The seed of every bench sample and method unless --seed is given (the only definition).
 DEFAULT_SEED = 0

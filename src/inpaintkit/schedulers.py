@@ -87,7 +87,8 @@ def make_scheduler(name: str, model_config: dict[str, Any], spacing: str = "defa
         raise InputError(f"The {name} scheduler is for flow-matching models (SD 3, Flux); choose another.")
     else:
         class_name, overrides = SCHEDULERS[name]
-    scheduler_class = getattr(diffusers, class_name, None)
+    scheduler_class = revisitable_flow_euler() if class_name == "FlowMatchEulerDiscreteScheduler" else None
+    scheduler_class = scheduler_class or getattr(diffusers, class_name, None)
     if scheduler_class is None:
         raise InputError(
             f"The model's scheduler class {class_name} is not in this diffusers version; pass --scheduler."
@@ -119,3 +120,23 @@ def flow_scheduler(name: str, model_config: dict[str, Any]) -> tuple[str, dict[s
     if class_name == "DPMSolverMultistepScheduler":  # its flow_shift is the flow config's shift
         overrides = {**overrides, "flow_shift": model_config.get("shift", 1.0)}
     return class_name, overrides
+
+
+def revisitable_flow_euler():
+    """diffusers' flow-matching Euler with its step chosen by the timestep given, not by a count of the calls so far:
+    the same arithmetic for a plain descent, and a method may redo steps (RePaint going back up along the flow). The
+    lookup is in a host list read once, so a step makes the GPU wait no more than diffusers' does."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    class RevisitableFlowMatchEuler(FlowMatchEulerDiscreteScheduler):
+        def set_timesteps(self, num_inference_steps=None, device=None, sigmas=None, mu=None, timesteps=None):
+            super().set_timesteps(num_inference_steps, device, sigmas=sigmas, mu=mu, timesteps=timesteps)
+            self._timestep_list = self.timesteps.tolist()
+
+        def step(self, model_output, timestep, sample, *args, **kwargs):
+            if isinstance(timestep, float) and timestep in self._timestep_list:
+                self._step_index = self._timestep_list.index(timestep)
+            return super().step(model_output, timestep, sample, *args, **kwargs)
+
+    RevisitableFlowMatchEuler.__name__ = RevisitableFlowMatchEuler.__qualname__ = "FlowMatchEulerDiscreteScheduler"
+    return RevisitableFlowMatchEuler

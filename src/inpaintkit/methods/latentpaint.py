@@ -57,6 +57,11 @@ class LatentPaint(Blend):
     needs_masked_latents = True
 
     def check_components(self, components, settings) -> None:
+        if components.family.denoiser != "unet":
+            raise InputError(
+                "--method latentpaint fuses a UNet's down, mid and up block features, and this "
+                f"{components.family.name} model's denoiser is a transformer; use lanpaint, blend or native."
+            )
         if components.acceleration.compile:
             raise InputError(
                 "--method latentpaint hooks the UNet's blocks, which a torch.compile'd UNet would skip without a "

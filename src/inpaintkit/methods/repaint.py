@@ -67,6 +67,13 @@ class RePaint(Method):
     scheduler_reason = "repaint redoes steps, which needs a scheduler whose step depends on t alone"
 
     def scheduler_name(self, requested: str, model_scheduler: str) -> str:
+        if model_scheduler.startswith("FlowMatch"):  # a flow model: its Euler is redone by timestep (schedulers.py)
+            if requested not in ("default", "euler"):
+                raise InputError(
+                    f"repaint redoes steps, which on a flow-matching model needs its Euler scheduler: use --scheduler "
+                    f"euler or default, not {requested}."
+                )
+            return requested
         if requested == "default":
             return requested if model_scheduler in STATELESS_SCHEDULERS else "ddim"
         if requested != "ddim":

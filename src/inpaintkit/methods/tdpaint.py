@@ -9,7 +9,7 @@ results: compare it with bld rather than use it for production.
 import torch
 
 from ..errors import InputError
-from ..noise import variance_preserving
+from ..noise import flow_matching, variance_preserving
 from ..schedulers import SIGMA_SCHEDULERS
 from .base import Method
 
@@ -26,10 +26,11 @@ class TDPaint(Method):
         return "ddim" if requested == "default" and model_scheduler in SIGMA_SCHEDULERS else requested
 
     def check_scheduler(self, scheduler) -> None:
-        if not variance_preserving(scheduler):
+        # A flow's latents are unscaled too ((1 - sigma) x0 + sigma n), so its levels mix as a VP schedule's do.
+        if not (variance_preserving(scheduler) or flow_matching(scheduler)):
             raise InputError(
-                f"tdpaint mixes noise levels in the UNet input, which needs a variance-preserving scheduler "
-                f"(ddim, pndm, dpm++2m, unipc), not {type(scheduler).__name__}."
+                f"tdpaint mixes noise levels in the UNet input, which needs a variance-preserving or flow-matching "
+                f"scheduler (ddim, pndm, dpm++2m, unipc; a flow model's own), not {type(scheduler).__name__}."
             )
 
     def start(self, state, latents: torch.Tensor) -> torch.Tensor:

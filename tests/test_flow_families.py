@@ -1,0 +1,179 @@
+"""The flow-matching families (flux-fill, flux, sd3) through the front ends with no front-end change, and the
+settings they cannot honour refused in one sentence (issue 16)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from inpaintkit.errors import Cancelled, InputError
+from inpaintkit.io import read_png_parameters
+from inpaintkit.server import ServiceConfig, create_app
+
+from .conftest import box_mask, gradient_image
+from .helpers import run_cli
+
+WIDTH, HEIGHT = 64, 48
+PIXELS, MASK = gradient_image(WIDTH, HEIGHT, seed=81), box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "family, channels, method",
+    [("flux-fill", 96, "native"), ("flux", 16, "blend"), ("sd3", 33, "native")],
+)
+def test_make_tiny_model_info_and_run_on_each_flow_family(tmp_path, capsys, family, channels, method):
+    folder = tmp_path / family
+    assert run_cli(["make-tiny-model", folder, "--family", family], capsys)[0] == 0
+    code, out, err = run_cli(["info", "--model", folder], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert (info["family"], info["unet_in_channels"], info["prediction_type"]) == (family, channels, "flow")
+    Image.fromarray(PIXELS).save(tmp_path / "photo.png")
+    Image.fromarray(MASK).save(tmp_path / "mask.png")
+    arguments = ["run", "--model", folder, "--image", tmp_path / "photo.png", "--mask", tmp_path / "mask.png"]
+    code, _, err = run_cli([*arguments, "--steps", "2", "--seed", "1", "--output", tmp_path / "out.png"], capsys)
+    assert code == 0, err
+    output = np.asarray(Image.open(tmp_path / "out.png").convert("RGB"))
+    assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
+    parameters = read_png_parameters(tmp_path / "out.png")
+    assert parameters["method"] == method  # auto: native on an inpainting model, blend on an ordinary one
+    assert parameters["guidance"] == {"flux-fill": 30.0, "flux": 3.5, "sd3": 7.0}[family]  # the family's default
+
+
+def test_an_image_size_the_packing_cannot_take_is_padded_and_cropped_back(flux_fill):
+    """Flux packs 2x2 latent cells (16 px) into a token: a 72x40 image runs padded to 80x48, and comes back whole."""
+    pixels, mask = gradient_image(72, 40, seed=82), box_mask(72, 40, (20, 8, 60, 30))
+    output = np.asarray(flux_fill(pixels, mask, "x", steps=2, seed=1)[0])
+    assert output.shape == pixels.shape
+    assert np.array_equal(output[mask == 0], pixels[mask == 0])
+    assert not np.array_equal(output[mask > 0], pixels[mask > 0])
+
+
+def test_crop_padding_works_at_the_family_s_native_size_and_multiple(flux_fill, monkeypatch):
+    """The crop window is scaled to Flux's native 1024 px and rounded to its 16 px multiple."""
+    from inpaintkit import inpainter as inpainter_module
+
+    seen = {}
+    original = inpainter_module.window_around
+
+    def spy(box, shape, padding, native_size, multiple=8):
+        seen.update(native_size=native_size, multiple=multiple)
+        return original(box, shape, padding, native_size, multiple)
+
+    monkeypatch.setattr(inpainter_module, "window_around", spy)
+    with pytest.raises(Cancelled):  # stop before the (slow) 1024 px run: the window is what is tested
+        flux_fill(PIXELS, MASK, "x", steps=1, seed=1, crop_padding=4, should_stop=lambda: True)
+    assert seen == {"native_size": 1024, "multiple": 16}
+
+
+def test_the_service_serves_a_flux_fill_model(flux_fill):
+    with TestClient(create_app(flux_fill, ServiceConfig(timeout=60.0))) as client:
+        models = client.get("/v1/models").json()
+        assert models["models"][0]["capabilities"]["family"] == "flux-fill"
+        response = client.post(
+            "/v1/inpaint",
+            data={"steps": "2", "seed": "5"},
+            files={"image": ("p.png", png_bytes(PIXELS), "image/png"), "mask": ("m.png", png_bytes(MASK), "image/png")},
+            headers={"Accept": "image/png"},
+        )
+        refused = client.post(
+            "/v1/inpaint",
+            data={"steps": "2", "negative_prompt": "blurry"},
+            files={"image": ("p.png", png_bytes(PIXELS), "image/png"), "mask": ("m.png", png_bytes(MASK), "image/png")},
+        )
+    assert response.status_code == 200, response.text
+    output = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
+    assert refused.status_code == 422 and "--true-cfg" in refused.text
+
+
+def test_bench_runs_every_zero_shot_method_on_a_flux_model(tiny_flux, tmp_path, capsys):
+    source = tmp_path / "samples"
+    source.mkdir()
+    Image.fromarray(PIXELS).save(source / "photo.png")
+    Image.fromarray(MASK).save(source / "photo.mask.png")
+    (source / "photo.txt").write_text("a teapot")
+    methods = "blend,bld,soft,repaint,tdpaint,lanpaint"
+    code, out, err = run_cli(
+        ["bench", "--pipeline", methods, "--src", source, "--dst", tmp_path / "results", "--model", tiny_flux,
+         "--steps", "3", "--reconstruct", "pixel", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    for method in methods.split(","):
+        assert (tmp_path / "results" / method / "photo.png").is_file()
+    assert json.loads((tmp_path / "results" / "run.json").read_text())["family"] == "flux"
+
+
+def test_the_web_ui_serves_an_sd3_model(sd3, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from .ui_helpers import served
+
+    Image.fromarray(PIXELS).save(tmp_path / "p.png")
+    Image.fromarray(MASK).save(tmp_path / "m.png")
+    with served(sd3, max_queue=1) as url:
+        results, seed = Client(url, download_files=str(tmp_path / "downloads"), verbose=False).predict(
+            image={"background": handle_file(str(tmp_path / "p.png")), "layers": [], "composite": None},
+            mask=handle_file(str(tmp_path / "m.png")),
+            prompt="a cat",
+            steps=2,
+            seed=7,
+            api_name="/inpaint",
+        )
+    expected = sd3(PIXELS, MASK, "a cat", steps=2, seed=7)[0]  # the UI's guidance starts at SD 3's default, 7
+    assert np.array_equal(np.asarray(Image.open(results[0]["image"]).convert("RGB")), np.asarray(expected))
+
+
+@pytest.mark.parametrize(
+    "fixture, settings, phrase",
+    [
+        ("flux", {"negative_prompt": "blurry"}, "a negative prompt acts only with true classifier-free guidance"),
+        ("flux", {"negative_prompt": "blurry", "true_cfg": 1.0}, "add --true-cfg above 1"),
+        ("inpainter4", {"true_cfg": 4.0}, "--true-cfg is for Flux models"),
+        ("flux", {"method": "latentpaint"}, "denoiser is a transformer"),
+        ("flux", {"scheduler": "ddim"}, "a flow-matching model (SD 3, Flux) takes default, euler, heun, dpm++2m"),
+        ("sd3", {"scheduler": "lcm"}, "a flow-matching model (SD 3, Flux) takes"),
+        ("flux", {"spacing": "trailing"}, "a flow-matching model spaces its sigmas itself"),
+        ("inpainter4", {"scheduler": "heun"}, "The heun scheduler is for flow-matching models"),
+        ("flux", {"method": "repaint", "scheduler": "heun"}, "use --scheduler euler or default, not heun"),
+        ("flux", {"method": "native"}, "needs a dedicated inpainting checkpoint"),
+    ],
+)
+def test_what_a_flow_family_cannot_honour_is_one_sentence(request, fixture, settings, phrase):
+    inpainter = request.getfixturevalue(fixture)
+    with pytest.raises(InputError) as raised:
+        inpainter(PIXELS, MASK, "x", steps=2, seed=1, **settings)
+    assert phrase in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("fixture", ["flux", "sd3"])
+@pytest.mark.parametrize("scheduler", ["euler", "heun", "dpm++2m"])
+def test_the_flow_schedulers_run_under_their_short_names(request, fixture, scheduler):
+    inpainter = request.getfixturevalue(fixture)
+    output = np.asarray(inpainter(PIXELS, MASK, "x", steps=3, seed=1, scheduler=scheduler, paste_back=False)[0])
+    assert np.isfinite(output).all() and not np.array_equal(output[MASK > 0], PIXELS[MASK > 0])
+
+
+def test_euler_by_name_is_the_model_s_own_default_on_a_flow_model(flux):
+    default = np.asarray(flux(PIXELS, MASK, "x", steps=3, seed=1)[0])
+    assert np.array_equal(np.asarray(flux(PIXELS, MASK, "x", steps=3, seed=1, scheduler="euler")[0]), default)
+
+
+def test_true_cfg_with_a_negative_prompt_changes_the_flux_result(flux):
+    plain = np.asarray(flux(PIXELS, MASK, "a cat", steps=3, seed=1, paste_back=False)[0])
+    guided = flux(PIXELS, MASK, "a cat", negative_prompt="blurry", true_cfg=4.0, steps=3, seed=1, paste_back=False)
+    assert not np.array_equal(np.asarray(guided[0]), plain)
+    assert guided[0].info["inpaintkit"]["true_cfg"] == 4.0
