@@ -113,7 +113,7 @@ def test_cuda_asked_without_cuda(photo, tmp_path, tiny9, capsys):
 def test_native_on_an_ordinary_checkpoint(photo, tmp_path, tiny4, capsys):
     image, mask = photo
     code, _, err = run_cli(run_args(image, mask, tmp_path / "out.png", tiny4, "--method", "native"), capsys)
-    assert_one_line_error(code, err, "needs a dedicated inpainting checkpoint (9-channel UNet)")
+    assert_one_line_error(code, err, "needs a dedicated inpainting checkpoint (SD's 9-channel UNet")
 
 
 def test_existing_output_is_kept(photo, tmp_path, tiny9, capsys):
@@ -176,8 +176,9 @@ def test_model_folder_with_corrupt_weights(photo, tmp_path, tiny9, capsys):
     [
         ("KolorsPipeline", "of the Kolors family"),
         ("StableDiffusionXLInpaintPipeline", "lacks the component folder(s) unet, vae, text_encoder, text_encoder_2"),
-        ("FluxFillPipeline", "of the Flux family"),  # was called "SDXL-style" (it has a second text encoder too)
-        ("StableDiffusion3Pipeline", "of the Stable Diffusion 3 family"),
+        ("FluxFillPipeline", "lacks the component folder(s) transformer, vae"),  # a flux-fill folder, told by its index
+        ("StableDiffusion3Pipeline", "that a sd3 model has"),
+        ("FluxKontextPipeline", "of the Flux Kontext family"),
         ("KandinskyV22InpaintPipeline", "of the Kandinsky family"),
         ("AudioLDMPipeline", "is a AudioLDMPipeline, not a model family inpaintkit runs"),
     ],
@@ -247,7 +248,7 @@ def test_installed_entry_point_reports_without_traceback(tmp_path):
         (["--method", "repaint", "--jump-n-sample", "0"], "--jump-n-sample must be from 1 to 100, got 0"),
         (["--method", "repaint", "--jump-length", "1", "--scheduler", "euler"], "use --scheduler ddim, not euler"),
         (["--method", "tdpaint", "--known-t", "1000"], "--known-t must be from 0 to 999, got 1000"),
-        (["--method", "tdpaint", "--scheduler", "euler-a"], "needs a variance-preserving scheduler"),
+        (["--method", "tdpaint", "--scheduler", "euler-a"], "needs a variance-preserving or flow-matching scheduler"),
         (["--method", "blend", "--jump-length", "3"], "--jump-length applies only to --method repaint, not blend"),
         (["--reconstruct", "pixel"], "--reconstruct applies only to --method bld, not native"),
         (["--crop-padding", "-3"], "Crop padding must be 0 or more pixels, got -3"),

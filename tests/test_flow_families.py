@@ -149,6 +149,7 @@ def test_the_web_ui_serves_an_sd3_model(sd3, tmp_path):
         ("inpainter4", {"scheduler": "heun"}, "The heun scheduler is for flow-matching models"),
         ("flux", {"method": "repaint", "scheduler": "heun"}, "use --scheduler euler or default, not heun"),
         ("flux", {"method": "native"}, "needs a dedicated inpainting checkpoint"),
+        ("flux_fill", {"loras": ("style.safetensors",)}, "this flux-fill model's transformer takes none yet"),
     ],
 )
 def test_what_a_flow_family_cannot_honour_is_one_sentence(request, fixture, settings, phrase):

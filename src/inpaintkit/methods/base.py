@@ -60,8 +60,9 @@ class Method:
         """Refuse a checkpoint or settings this method cannot use (or whose work is unbounded), in one sentence."""
         if self.requires_inpainting_unet and not capabilities.inpainting_unet:
             raise InputError(
-                f"Method '{self.name}' needs a dedicated inpainting checkpoint (9-channel UNet) but this model's UNet "
-                f"has {capabilities.unet_in_channels} input channels; use --method blend or an inpainting model."
+                f"Method '{self.name}' needs a dedicated inpainting checkpoint (SD's 9-channel UNet, SD 3's 33-channel "
+                f"or FLUX.1 Fill's transformer) but this {capabilities.family} model's denoiser has "
+                f"{capabilities.unet_in_channels} input channels; use --method blend or an inpainting model."
             )
         for option, owner in METHOD_OPTIONS.items():
             if owner != self.name and getattr(settings, option) is not None:
