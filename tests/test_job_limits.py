@@ -141,7 +141,7 @@ def test_tdpaint_replaces_a_default_scheduler_it_cannot_use(euler_default_inpain
 
 
 def test_tdpaint_refuses_a_sigma_scheduler_the_user_chose(euler_default_inpainter):
-    with pytest.raises(InputError, match="variance-preserving scheduler"):
+    with pytest.raises(InputError, match="variance-preserving or flow-matching scheduler"):
         euler_default_inpainter(PIXELS, MASK, "x", method="tdpaint", steps=3, scheduler="euler")
 
 

@@ -241,7 +241,7 @@ def test_api_gives_the_python_apis_images_with_their_settings(app, inpainter9, t
         ({}, None, "Nothing to repaint"),
         ({"strength": 0.01}, "box", "leaves no denoising step"),
         ({"method": "repaint", "jump_length": 20}, "box", "--jump-length 20 is larger than the 2 steps that run"),
-        ({"method": "tdpaint", "scheduler": "euler"}, "box", "variance-preserving scheduler"),
+        ({"method": "tdpaint", "scheduler": "euler"}, "box", "variance-preserving or flow-matching scheduler"),
     ],
 )
 def test_api_errors_are_one_sentence(app, tmp_path, settings, mask_kind, phrase):

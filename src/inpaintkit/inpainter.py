@@ -28,6 +28,7 @@ from .methods.propagation import load_propagation
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
 from .names import MAX_BATCH_IMAGES
 from .outpaint import expand_canvas
+from .quantized import check_with_acceleration, transformer_source
 from .settings import InpaintSettings
 from .stopping import JobHooks, StopCheck
 
@@ -59,6 +60,9 @@ class Inpainter:
         vae_tiling: str = "auto",
         offload: bool = False,
         fuse_qkv: bool = False,
+        sequential_offload: bool = False,
+        fp8_weights: bool = False,
+        transformer: str | Path | None = None,
         latentpaint_weights: str | Path | None = None,
         lora_root: str | Path | None = None,
         fuse_loras: Sequence[str] = (),
@@ -66,19 +70,39 @@ class Inpainter:
         """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file (with `config` offline).
 
         Speed and memory options (see acceleration.py): `compile` the UNet, `vae_tiling` "auto"/"on"/"off",
-        `offload` models to the CPU between uses (CUDA only), `fuse_qkv` attention projections.
+        `offload` models to the CPU between uses (CUDA only), `fuse_qkv` attention projections,
+        `sequential_offload` each layer to the GPU only for its own call (CUDA only), `fp8_weights` the denoiser's
+        weights stored in fp8. `transformer`: a .gguf or .safetensors file or a diffusers folder (e.g. NF4 with
+        bitsandbytes) in place of the model's own transformer (quantized.py).
         `latentpaint_weights`: a propagation module written by `inpaintkit train-latentpaint` for this model.
         `lora_root`: the folder a job's LoRAs are named in (else any path or hub id); `fuse_loras`: LoRAs
         (SOURCE[:WEIGHT]) merged into the weights now, for a run whose every job uses them (faster calls).
         """
-        acceleration = Acceleration(compile=compile, vae_tiling=vae_tiling, offload=offload, fuse_qkv=fuse_qkv)
+        acceleration = Acceleration(
+            compile=compile,
+            vae_tiling=vae_tiling,
+            offload=offload,
+            fuse_qkv=fuse_qkv,
+            sequential_offload=sequential_offload,
+            fp8_weights=fp8_weights,
+        )
         torch_device = resolve_device(device)
         acceleration.check(torch_device)  # before the slow load
-        # With offload the weights load to the CPU and each model visits the GPU only while it runs.
-        load_device = "cpu" if offload else device
+        source = None if transformer is None else transformer_source(transformer, torch_device)
+        if source is not None:
+            check_with_acceleration(source, acceleration)
+        # With offload the weights load to the CPU and each model (or layer) visits the GPU only while it runs.
+        load_device = "cpu" if offload or sequential_offload else device
+        torch_dtype = resolve_dtype(dtype, torch_device)
         components = load_components(
-            model, device=load_device, dtype=resolve_dtype(dtype, torch_device), config=config, vae=vae
+            model,
+            device=load_device,
+            dtype=torch_dtype,
+            config=config,
+            vae=vae,
+            denoiser_loader=None if source is None else source.loader(torch_dtype),
         )
+        components.denoiser_name = None if transformer is None else str(transformer)
         if dtype == "auto" and torch_device.type == "cpu" and components.dtype == torch.bfloat16:
             log.info(
                 "Running in bf16: this CPU has bf16 instructions, about 1.8x faster than fp32 (--dtype fp32 for full "
@@ -312,6 +336,10 @@ class Inpainter:
             "compile": acceleration.compile,
             "fuse_qkv": acceleration.fuse_qkv,
         }
+        if acceleration.fp8_weights:  # weights rounded to fp8 change pixels
+            parameters["fp8_weights"] = True
+        if self.components.denoiser_name is not None:  # so does a quantized transformer
+            parameters["transformer"] = self.components.denoiser_name
         parameters.update({option: method.option(settings, option) for option in method.defaults})
         parameters.update(method.metadata(self.components, settings))
         if adapted:

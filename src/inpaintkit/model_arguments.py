@@ -41,6 +41,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto: fp16 on CUDA; on a CPU bf16 where it has bf16 instructions (AVX-512 BF16, AMX), else fp32",
     )
     group.add_argument(
+        "--transformer",
+        metavar="FILE_OR_FOLDER",
+        help="replace a Flux or SD 3 model's transformer: a .gguf file (quantized, e.g. Q8_0/Q4_K), a .safetensors "
+        "file or a diffusers folder (e.g. saved in NF4 with bitsandbytes: CUDA only); the rest comes from --model",
+    )
+    group.add_argument(
         "--loras-dir",
         metavar="DIR",
         help="a folder of LoRA .safetensors files: jobs name their LoRAs by file name in it (ui and serve: only those)",
@@ -74,6 +80,20 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fuse-qkv", action="store_true", help="fuse attention's query/key/value projections into one matmul"
     )
+    # A flag of its own rather than a value for --offload: `--offload` takes none today, and an optional value would
+    # swallow the positional argument after it (train-latentpaint --offload IMAGES); diffusers names the two apart.
+    group.add_argument(
+        "--sequential-offload",
+        action="store_true",
+        help="keep every layer in CPU memory and copy it to the GPU for its own call: the least GPU memory, much "
+        "slower than --offload (very small GPUs; CUDA only)",
+    )
+    group.add_argument(
+        "--fp8-weights",
+        action="store_true",
+        help="store the denoiser's weights in fp8 (e4m3), each layer upcast to --dtype for its call (norm and "
+        "modulation layers stay in --dtype: FLUX.1's transformer 14 GiB instead of 22); pixels change slightly",
+    )
 
 
 def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
@@ -93,6 +113,9 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         vae_tiling=arguments.vae_tiling,
         offload=arguments.offload,
         fuse_qkv=arguments.fuse_qkv,
+        sequential_offload=getattr(arguments, "sequential_offload", False),
+        fp8_weights=getattr(arguments, "fp8_weights", False),
+        transformer=getattr(arguments, "transformer", None),
         latentpaint_weights=arguments.latentpaint_weights,
         lora_root=arguments.loras_dir,
         fuse_loras=tuple(arguments.loras) if getattr(arguments, "fuse_lora", False) else (),
@@ -123,10 +146,11 @@ def model_switching(
 
     def load_other(source: str) -> Inpainter:
         """The start's device, dtype, speed options and --loras-dir; not what belongs to the start model alone (its
-        --vae, --config, --latentpaint-weights and fused LoRAs)."""
+        --vae, --transformer, --config, --latentpaint-weights and fused LoRAs)."""
         own = {
             "model": source,
             "vae": None,
+            "transformer": None,
             "config": None,
             "latentpaint_weights": None,
             "loras": [],

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from .families import Family
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# Builds the denoiser the pipeline gets instead of loading its own, from the family and the model (quantized.py:
+# --transformer), so the replaced one is never read.
+DenoiserLoader = Callable[["Family", str], Any]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -92,6 +95,7 @@ class Components:
     tokenizer_3: Optional[Any] = None
     pipeline_config: dict[str, Any] = field(default_factory=dict)  # the pipeline's own options (model_index.json)
     vae_name: Optional[str] = None  # the --vae that replaced the checkpoint's own VAE, if one did
+    denoiser_name: Optional[str] = None  # the --transformer that replaced the model's own, if one did
     method_weights: dict[str, Any] = field(default_factory=dict)  # a method's trained parts, by method name
 
     def text_modules(self) -> dict[str, Any]:
@@ -107,19 +111,21 @@ def load_components(
     dtype: str | torch.dtype = "auto",
     config: str | Path | None = None,
     vae: str | Path | None = None,
+    denoiser_loader: Optional[DenoiserLoader] = None,
 ) -> Components:
     """Load a hub id, a local diffusers folder or a single .safetensors/.ckpt file.
 
     `config` (a diffusers folder or hub id) supplies the component configs for a single file,
     which diffusers would otherwise fetch from the hub. `vae` (a diffusers VAE folder or hub id, or a model
-    folder with a vae/ subfolder) replaces the checkpoint's VAE, e.g. a fixed fp16 SDXL VAE.
+    folder with a vae/ subfolder) replaces the checkpoint's VAE, e.g. a fixed fp16 SDXL VAE. `denoiser_loader`
+    builds the denoiser in place of the model's own (a quantized transformer).
     """
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     if torch_device.type == "cpu":
         limit_cpu_threads()
     with quiet_libraries():
-        family, pipeline = _load_pipeline(str(model), torch_dtype, config)
+        family, pipeline = _load_pipeline(str(model), torch_dtype, config, denoiser_loader)
         if vae is not None:
             pipeline.vae = _replacement_vae(str(vae), torch_dtype, pipeline.vae)
     capabilities = read_capabilities(pipeline, str(model), family)
@@ -149,21 +155,28 @@ def load_components(
     )
 
 
-def _load_pipeline(model: str, dtype: torch.dtype, config: str | Path | None) -> tuple[Family, Any]:
+def _load_pipeline(
+    model: str, dtype: torch.dtype, config: str | Path | None, denoiser_loader: Optional[DenoiserLoader] = None
+) -> tuple[Family, Any]:
     """The model's family and its diffusers pipeline, loaded without the parts inpainting does not use."""
     path = Path(model).expanduser()
     if path.is_file():
-        return _load_single_file(path, dtype, config)
+        return _load_single_file(path, dtype, config, denoiser_loader)
     if path.is_dir():
         family = _check_diffusers_folder(path)
-        return family, _call_loader(
-            model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **unused_parts(family)
-        )
+        parts = {**unused_parts(family), **_replaced_denoiser(family, model, denoiser_loader)}
+        return family, _call_loader(model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **parts)
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")
     family = _hub_model_family(model)
     loader = pipeline_class(family).from_pretrained
-    return family, _call_loader(model, loader, model, dtype=dtype, **unused_parts(family))
+    parts = {**unused_parts(family), **_replaced_denoiser(family, model, denoiser_loader)}
+    return family, _call_loader(model, loader, model, dtype=dtype, **parts)
+
+
+def _replaced_denoiser(family: Family, model: str, denoiser_loader: Optional[DenoiserLoader]) -> dict[str, Any]:
+    """The pipeline argument that hands it a denoiser built elsewhere, if one is."""
+    return {} if denoiser_loader is None else {family.denoiser: denoiser_loader(family, model)}
 
 
 def unused_parts(family: Family) -> dict[str, Any]:
@@ -226,7 +239,9 @@ def _hub_model_family(model: str) -> Family:
     return family_of_pipeline(str(index.get("_class_name", "")), model)
 
 
-def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None) -> tuple[Family, Any]:
+def _load_single_file(
+    path: Path, dtype: torch.dtype, config: str | Path | None, denoiser_loader: Optional[DenoiserLoader] = None
+) -> tuple[Family, Any]:
     """An original-layout checkpoint, its family told from its keys. Offline, `config` must name a local diffusers
     folder of the same architecture."""
     from diffusers import UNet2DConditionModel
@@ -239,7 +254,7 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | Path | None)
         )
     shapes = _checkpoint_shapes(path)
     family = family_of_checkpoint(shapes, str(path))
-    kwargs = dict(dtype=dtype, **unused_parts(family))
+    kwargs = dict(dtype=dtype, **unused_parts(family), **_replaced_denoiser(family, str(path), denoiser_loader))
     if config is not None and Path(config).is_dir():
         config_folder = Path(config)
         config_family = _check_diffusers_folder(config_folder)
