@@ -14,6 +14,7 @@ from PIL import Image
 from inpaintkit.errors import Cancelled, InputError
 from inpaintkit.io import read_png_parameters
 from inpaintkit.server import ServiceConfig, create_app
+from inpaintkit.settings import InpaintSettings
 
 from .conftest import box_mask, gradient_image
 from .helpers import run_cli
@@ -178,3 +179,94 @@ def test_true_cfg_with_a_negative_prompt_changes_the_flux_result(flux):
     guided = flux(PIXELS, MASK, "a cat", negative_prompt="blurry", true_cfg=4.0, steps=3, seed=1, paste_back=False)
     assert not np.array_equal(np.asarray(guided[0]), plain)
     assert guided[0].info["inpaintkit"]["true_cfg"] == 4.0
+
+
+def test_the_web_ui_resets_guidance_to_the_new_family_s_default_after_a_switch(tiny4, tiny_flux_fill, tmp_path):
+    from inpaintkit import Inpainter
+    from inpaintkit.catalog import ModelCatalog
+    from inpaintkit.ui.app import build_app
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "four").symlink_to(tiny4)
+    (models / "fill").symlink_to(tiny_flux_fill)
+
+    def load(source):
+        return Inpainter.from_pretrained(source, device="cpu")
+
+    catalog = ModelCatalog(models, use_hf_cache=False)
+    demo = build_app(load(str(models / "four")), model_name="four", catalog=catalog, load_model=load)
+    assert demo.jobs.guidance_field()["value"] == 7.5
+    assert demo.jobs.switch_model("fill", progress=lambda *a, **k: None) == ("Model: fill", "fill")
+    assert demo.jobs.guidance_field()["value"] == 30.0  # Flux Fill's, not SD's
+
+
+@pytest.mark.parametrize(
+    "fields, guidance, true_cfg, infotext_cfg",
+    [
+        ({"cfg_scale": 1, "negative_prompt": "blurry"}, 30.0, None, "CFG scale: 1.0"),  # at CFG 1 it has no effect
+        ({"cfg_scale": 1, "distilled_cfg_scale": 12}, 12.0, None, "Distilled CFG Scale: 12.0"),
+        ({"cfg_scale": 4, "negative_prompt": "blurry"}, 30.0, 4.0, "CFG scale: 4.0"),  # Forge's true CFG
+        ({"cfg_scale": 1, "sampler_name": "DPM++ 2M"}, 30.0, None, "Sampler: DPM++ 2M, Schedule type: Automatic"),
+    ],
+)
+def test_the_a1111_route_maps_cfg_as_forge_does_on_flux(flux_fill, fields, guidance, true_cfg, infotext_cfg):
+    """On FLUX, A1111 clients' cfg_scale is true CFG and Forge's distilled_cfg_scale the embedded guidance; a
+    negative prompt at CFG 1 has no effect, as in A1111 itself, so it is not refused."""
+    from .test_a1111 import b64, decoded_png, metadata
+
+    request = {
+        "init_images": [b64(png_bytes(PIXELS))], "mask": b64(png_bytes(MASK)), "prompt": "a red ball", "steps": 2,
+        "seed": 3, "mask_blur": 0, "width": WIDTH, "height": HEIGHT, "denoising_strength": 1.0, **fields,
+    }  # fmt: skip
+    with TestClient(create_app(flux_fill, ServiceConfig(timeout=60.0))) as client:
+        response = client.post("/sdapi/v1/img2img", json=request)
+    assert response.status_code == 200, response.text
+    recorded = metadata(decoded_png(response.json()["images"][0]))
+    assert (recorded["guidance"], recorded["true_cfg"]) == (guidance, true_cfg)
+    assert infotext_cfg in json.loads(response.json()["info"])["infotexts"][0]
+
+
+def test_a_flux_model_without_a_guidance_input_refuses_a_guidance_that_cannot_act(tmp_path):
+    """FLUX.1 schnell takes no guidance: a value other than the default cannot act, so it is refused, and the
+    outputs record no guidance at all."""
+    from inpaintkit import Inpainter
+    from inpaintkit.tiny_flow import make_tiny_flux
+
+    schnell = Inpainter.from_pretrained(make_tiny_flux(tmp_path / "schnell", guidance_embeds=False), device="cpu")
+    with pytest.raises(InputError, match="takes no guidance input"):
+        schnell(PIXELS, MASK, "x", steps=2, seed=1, guidance=20.0)
+    assert schnell(PIXELS, MASK, "x", steps=2, seed=1)[0].info["inpaintkit"]["guidance"] is None
+
+
+def test_heun_s_second_call_per_step_counts_against_the_job_limit(flux):
+    """A 2nd-order scheduler calls the denoiser twice a step: the budget a service sets must see both."""
+    counted = []
+    handle = flux.components.unet.register_forward_pre_hook(lambda module, args: counted.append(1))
+    try:
+        flux(PIXELS, MASK, "x", steps=4, seed=1, scheduler="heun")
+    finally:
+        handle.remove()
+    method = flux.check(flux.components.family.settled(InpaintSettings(steps=4, scheduler="heun", method="blend")))
+    assert len(counted) == 7  # 2 x 4 - 1: no second call after the last step
+    assert method.total_denoiser_calls(InpaintSettings(steps=4, scheduler="heun")) >= len(counted)
+
+
+def test_bld_s_default_decoder_reconstruction_runs_on_a_vae_without_post_quant_conv(flux_fill):
+    """FLUX's and SD 3's VAEs have no post-quant conv; bld's default (optimize) tunes the decoder alone there."""
+    output = np.asarray(flux_fill(PIXELS, MASK, "x", steps=2, seed=1, method="bld")[0])
+    assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
+
+
+def test_latentpaint_weights_and_training_refuse_a_transformer_in_one_sentence(tiny_flux, tmp_path, capsys):
+    Image.fromarray(PIXELS).save(tmp_path / "photo.png")
+    Image.fromarray(MASK).save(tmp_path / "mask.png")
+    (tmp_path / "images").mkdir()
+    Image.fromarray(PIXELS).save(tmp_path / "images" / "a.png")
+    (tmp_path / "w.safetensors").write_bytes(b"not read")
+    run = ["run", "--model", tiny_flux, "--image", tmp_path / "photo.png", "--mask", tmp_path / "mask.png"]
+    run += ["--output", tmp_path / "o.png"]
+    train = ["train-latentpaint", tmp_path / "images", "--out", tmp_path / "t.safetensors", "--model", tiny_flux]
+    for arguments in ([*run, "--latentpaint-weights", tmp_path / "w.safetensors"], [*train, "--steps", "1"]):
+        code, _, err = run_cli(arguments, capsys)
+        assert code == 2 and "denoiser is a transformer" in err and "Traceback" not in err, err

@@ -177,7 +177,7 @@ def test_health_readiness_models_and_docs(client):
     (model,) = models["models"]
     assert model["ready"] and model["untrained"] and model["capabilities"]["unet_in_channels"] == 9
     assert {method["name"] for method in models["methods"]} >= {"native", "blend", "repaint"}
-    assert models["defaults"] == InpaintSettings().as_dict()
+    assert models["defaults"] == {**InpaintSettings().as_dict(), "guidance": 7.5}  # the SD family's guidance
     assert models["limits"]["max_pixels"] == LIMITS.max_pixels
     assert client.get("/docs").status_code == 200
 

@@ -794,7 +794,7 @@ def command_train_latentpaint(arguments: argparse.Namespace) -> int:
 
 
 def command_info(arguments: argparse.Namespace) -> int:
-    from .methods.feature_fusion import unet_architecture
+    from .methods.feature_fusion import require_unet, unet_architecture
     from .methods.propagation import load_propagation
     from .models import load_components
 
@@ -809,6 +809,7 @@ def command_info(arguments: argparse.Namespace) -> int:
         "dtype": str(components.dtype).removeprefix("torch."),
     }
     if arguments.latentpaint_weights is not None:  # checked against the model, as `run` would
+        require_unet(components)
         weights = load_propagation(arguments.latentpaint_weights, unet_architecture(components.unet))
         description["latentpaint_weights"] = {"file": weights.source, "blocks": list(weights.channels_by_block)}
     print(json.dumps(description, indent=2))

@@ -23,7 +23,7 @@ from .lora_specs import parse_loras
 from .loras import LoraAdapters
 from .masks import Box, MaskRegions, expand_box, mask_regions, pad_to_multiple, union_box
 from .methods import Method, resolve_method
-from .methods.feature_fusion import unet_architecture
+from .methods.feature_fusion import require_unet, unet_architecture
 from .methods.propagation import load_propagation
 from .models import DEFAULT_MODEL, Capabilities, Components, load_components, resolve_device, resolve_dtype
 from .names import MAX_BATCH_IMAGES
@@ -110,6 +110,7 @@ class Inpainter:
             )
         components.device = torch_device
         if latentpaint_weights is not None:  # on the device before accelerate (compile, offload) wraps the UNet
+            require_unet(components)
             components.method_weights["latentpaint"] = load_propagation(
                 latentpaint_weights, unet_architecture(components.unet)
             ).to(torch_device, components.dtype)
@@ -172,7 +173,7 @@ class Inpainter:
         should_stop: Optional[StopCheck] = None,
     ) -> list[Image.Image]:
         """Like calling the inpainter, with the settings already built."""
-        settings = self.components.family.settled(settings.with_seed())  # the guidance used is recorded
+        settings = self.components.family.settled(settings.with_seed(), self.capabilities)  # recorded as it ran
         method = self.check(settings)
         adapted = method.adapted_defaults(settings, self.components.scheduler_config["_class_name"])
         for name, how in adapted.items():

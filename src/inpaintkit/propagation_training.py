@@ -25,7 +25,7 @@ from PIL import Image
 from .errors import InputError
 from .families import Conditioning
 from .io import open_image, to_rgb_array
-from .methods.feature_fusion import FeatureFusion, block_channels, unet_blocks
+from .methods.feature_fusion import FeatureFusion, block_channels, require_unet, unet_blocks
 from .methods.propagation import PropagationModules
 from .models import Components
 
@@ -52,6 +52,7 @@ def training_images(folder: Path) -> list[Path]:
 
 def check_training(components: Components, size: int, steps: int, batch_size: int, learning_rate: float) -> None:
     """Refuse, before any work, settings that cannot train (one sentence each)."""
+    require_unet(components)
     multiple = components.capabilities.vae_scale_factor * 2 ** (len(components.unet.down_blocks) - 1)
     if size < multiple or size % multiple:
         raise InputError(f"--size must be a multiple of {multiple} for this model's UNet, got {size}.")

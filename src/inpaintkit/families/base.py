@@ -57,6 +57,8 @@ class Family:
     # (Flux's prepare_latents); the loop draws it too, so seeds give the same noise.
     always_encodes_image: bool = False
     strength_rounding: str = "kept"  # how its pipeline rounds strength x steps (Method.skipped_steps)
+    embedded_guidance: bool = False  # the guidance scale is an input of the model (FLUX), not a second pass
+    flow_matching: bool = False  # a rectified-flow model (SD 3, FLUX): the flow schedulers (schedulers.py)
 
     def native_size(self, pipeline: Any, vae_scale_factor: int) -> int:
         """The resolution in pixels the denoiser was made for, from its config."""
@@ -81,8 +83,9 @@ class Family:
     def guidance_scale(self, settings: InpaintSettings) -> float:
         return self.default_guidance if settings.guidance is None else settings.guidance
 
-    def settled(self, settings: InpaintSettings) -> InpaintSettings:
-        """The settings with this family's defaults in place of those left unset, as the job's outputs record them."""
+    def settled(self, settings: InpaintSettings, capabilities: Capabilities | None = None) -> InpaintSettings:
+        """The settings with this family's defaults in place of those left unset, as the job's outputs record them
+        (`capabilities`: the loaded model's, where they decide a default)."""
         return dataclasses.replace(settings, guidance=self.guidance_scale(settings))
 
     def check_guidance(self, settings: InpaintSettings, capabilities: Capabilities) -> None:

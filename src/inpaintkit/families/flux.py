@@ -66,6 +66,8 @@ class Flux(Family):
     default_guidance = 3.5  # FLUX.1 dev's distilled guidance, as FluxPipeline and its model card have it
     always_encodes_image = True
     strength_rounding = "skipped"
+    embedded_guidance = True
+    flow_matching = True
     # The latent-to-RGB factors of ComfyUI's Flux previewer (latent_formats.Flux), 16 channels.
     preview_factors = (
         (-0.0346, 0.0244, 0.0681), (0.0034, 0.0210, 0.0687), (0.0275, -0.0668, -0.0433), (-0.0174, 0.0160, 0.0617),
@@ -86,7 +88,19 @@ class Flux(Family):
         classifier_free = ClassifierFreeGuidance(true_cfg) if true_cfg > 1.0 else NoGuidance()
         return FluxGuidance(self.guidance_scale(settings) if capabilities.guidance_embedded else None, classifier_free)
 
+    def settled(self, settings: InpaintSettings, capabilities: Capabilities | None = None) -> InpaintSettings:
+        if capabilities is not None and not capabilities.guidance_embedded and settings.guidance is None:
+            return settings  # a model without a guidance input (FLUX.1 schnell): no guidance to record
+        return super().settled(settings, capabilities)
+
     def check_guidance(self, settings: InpaintSettings, capabilities: Capabilities) -> None:
+        # A value the model cannot take must not pass for one that acted (the web UI sends the default: no harm).
+        given = settings.guidance not in (None, self.default_guidance)
+        if not capabilities.guidance_embedded and given:
+            raise InputError(
+                f"This FLUX model takes no guidance input (as FLUX.1 schnell), so --guidance {settings.guidance:g} "
+                "cannot act; leave it out, or use --true-cfg with a negative prompt."
+            )
         # diffusers drops a negative prompt silently unless true_cfg_scale > 1; a setting the user gave must act.
         if settings.negative_prompt.strip() and (settings.true_cfg is None or settings.true_cfg <= 1.0):
             raise InputError(

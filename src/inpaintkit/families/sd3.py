@@ -41,6 +41,7 @@ class StableDiffusion3(Family):
     patch_size = 2
     default_guidance = 7.0  # StableDiffusion3InpaintPipeline's default
     strength_rounding = "skipped"
+    flow_matching = True
     # ComfyUI's SD 3 previewer factors (comfy/latent_formats.py, SD3), 16 channels.
     preview_factors = (
         (-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458), (0.0856, 0.0339, 0.0902),

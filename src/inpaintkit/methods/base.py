@@ -36,6 +36,9 @@ METHOD_OPTIONS = {option.name: option.method for option in OPTIONS}
 MAX_DENOISER_CALLS = 10_000
 
 
+SECOND_ORDER_SCHEDULERS = ("heun",)
+
+
 def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
@@ -72,7 +75,7 @@ class Method:
             if problem:
                 raise InputError(problem)
         self.check_options(settings)
-        calls = self.denoiser_calls(settings)
+        calls = self.total_denoiser_calls(settings)
         if calls > MAX_DENOISER_CALLS:
             raise InputError(
                 f"This job would run the denoiser {calls:,} times per image, more than the limit of "
@@ -124,6 +127,12 @@ class Method:
         """Denoiser (UNet) evaluations per image: the steps that run, a method's revisits included. Computed
         without building the step order, so an absurd setting costs nothing to refuse."""
         return self.steps_run(settings)
+
+    def total_denoiser_calls(self, settings: InpaintSettings) -> int:
+        """`denoiser_calls` with the scheduler's order: a second-order scheduler (heun) calls the denoiser twice for
+        every step but the last."""
+        calls = self.denoiser_calls(settings)
+        return 2 * calls if settings.scheduler in SECOND_ORDER_SCHEDULERS else calls
 
     def scheduler_name(self, requested: str, model_scheduler: str) -> str:
         """The scheduler to build; a method that needs a particular kind may substitute or refuse."""

@@ -86,7 +86,8 @@ def optimize_decoder(state, latents: torch.Tensor, generated: torch.Tensor) -> t
     components = state.components
     vae = components.vae
     with torch.inference_mode(False), torch.enable_grad():
-        post_quant_conv = copy.deepcopy(vae.post_quant_conv).float().requires_grad_(True)
+        # Flux's and SD 3's VAEs have no post-quant conv: the decoder alone is tuned there.
+        post_quant_conv = copy.deepcopy(vae.post_quant_conv or torch.nn.Identity()).float().requires_grad_(True)
         decoder = copy.deepcopy(vae.decoder).float().requires_grad_(True)
         decoder._forward_pre_hooks.clear()  # not the loaded decoder's hooks (should_stop's, named "while decoding")
         z = components.family.unscale_latents(components, latents).float().clone()

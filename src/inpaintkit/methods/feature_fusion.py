@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .propagation import PropagationModules
 
 BLOCK_GROUPS = ("down", "mid", "up")
@@ -47,6 +48,16 @@ def unet_blocks(unet: nn.Module, groups: tuple[str, ...] = BLOCK_GROUPS) -> dict
 def block_channels(unet: nn.Module) -> dict[str, int]:
     """Each block's output channels (what a propagation module for it takes)."""
     return {name: block.resnets[-1].out_channels for name, block in unet_blocks(unet).items()}
+
+
+def require_unet(components) -> None:
+    """LatentPaint's fusion, its trained module and its training hook a UNet's down, mid and up blocks: refuse a
+    transformer in one sentence before anything reads those blocks."""
+    if components.family.denoiser != "unet":
+        raise InputError(
+            "LatentPaint fuses a UNet's down, mid and up block features, and this "
+            f"{components.family.name} model's denoiser is a transformer; use lanpaint, blend or native."
+        )
 
 
 def unet_architecture(unet: nn.Module) -> str:

@@ -48,7 +48,7 @@ import torch
 
 from ..errors import InputError
 from .blend import Blend
-from .feature_fusion import FeatureFusion, block_groups, unet_blocks
+from .feature_fusion import FeatureFusion, block_groups, require_unet, unet_blocks
 
 
 class LatentPaint(Blend):
@@ -57,11 +57,7 @@ class LatentPaint(Blend):
     needs_masked_latents = True
 
     def check_components(self, components, settings) -> None:
-        if components.family.denoiser != "unet":
-            raise InputError(
-                "--method latentpaint fuses a UNet's down, mid and up block features, and this "
-                f"{components.family.name} model's denoiser is a transformer; use lanpaint, blend or native."
-            )
+        require_unet(components)
         if components.acceleration.compile:
             raise InputError(
                 "--method latentpaint hooks the UNet's blocks, which a torch.compile'd UNet would skip without a "

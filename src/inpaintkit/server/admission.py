@@ -21,7 +21,7 @@ DISCONNECT_POLL_S = 0.1  # how often a waiting request checks whether its client
 
 def require_step_budget(method: Method, settings: InpaintSettings, max_steps: int) -> int:
     """The job's denoiser calls per image, refused (422) when all its images together pass the service's budget."""
-    calls = method.denoiser_calls(settings)
+    calls = method.total_denoiser_calls(settings)
     total = calls * settings.num_images
     if total > max_steps:
         # The core names the options that multiply the work as CLI flags; the service's fields have `_` for `-`.

@@ -428,7 +428,12 @@ def describe_service(worker: InferenceWorker, config: ServiceConfig) -> ModelsRe
         schedulers=list(SCHEDULER_NAMES),
         loras=[] if inpainter is None else inpainter.loras.available(),
         available_models=[] if worker.catalog is None else worker.catalog.names(),
-        defaults=InpaintSettings().as_dict(),
+        # the loaded model family's guidance, which an unset one becomes (None while no model is loaded)
+        defaults=(
+            InpaintSettings()
+            if inpainter is None
+            else inpainter.components.family.settled(InpaintSettings(), inpainter.capabilities)
+        ).as_dict(),
         limits={
             "max_queue": config.max_queue,
             "max_pixels": config.max_pixels,

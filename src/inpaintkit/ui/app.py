@@ -62,7 +62,7 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
                     info="--models-dir and the Hugging Face cache; switching waits for the running job",
                 )
                 model_status = gr.Markdown(f"Model: {handlers.model_name}")
-            model_choice.change(
+            switched = model_choice.change(
                 handlers.switch_model,
                 model_choice,
                 [model_status, model_choice],
@@ -130,6 +130,8 @@ def build_app(inpainter, *, model_name: str = "", max_queue: int = 8, catalog=No
             ),
         }
 
+        if catalog is not None and load_model is not None:  # the new model family's guidance, not the old one's
+            switched.then(handlers.guidance_field, None, controls["guidance"], api_name=False, queue=False)
         demo.input_names = {component._id: name for name, component in controls.items()}
         # The Run handler's parameters are matched to the controls by name (a missing one fails here), so they cannot
         # drift.
@@ -184,7 +186,7 @@ def settings_panel(
         # The loaded family's own default (7.5 SD, 7 SD 3, 3.5 Flux, 30 Flux Fill): no one number suits them all.
         guidance = gr.Number(
             value=default_guidance, minimum=0, maximum=MAX_GUIDANCE, step=0.5, label="Guidance",
-            info=f"this model's default: {default_guidance:g}; <= 1 turns classifier-free guidance off",
+            info=jobs.guidance_info(default_guidance),
         )  # fmt: skip
         true_cfg = gr.Number(
             value=1.0, minimum=0, maximum=MAX_GUIDANCE, step=0.5, label="True CFG (Flux)",

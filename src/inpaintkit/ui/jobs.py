@@ -135,6 +135,14 @@ class InpaintJobs:
             gr.Warning(html.escape(f"Model {name} could not be loaded ({failure}); {previous} is back."))
         return f"Model: {self.model_name}", self.model_name
 
+    def guidance_field(self) -> dict:
+        """The guidance field reset to the loaded model family's default, after a switch (Flux Fill's 30 is not
+        SD's 7.5)."""
+        if self.inpainter is None:
+            return gr.update()
+        default = self.inpainter.components.family.default_guidance
+        return gr.update(value=default, info=guidance_info(default))
+
     def stop(self, request: gr.Request = None) -> None:
         """Ask this session's running job to stop after its current step."""
         switch = self.stop_switches.get(session_of(request))
@@ -269,3 +277,7 @@ def clear_mask(image: Optional[dict]) -> tuple[Optional[dict[str, Any]], None, N
 
 def selected_index(event: gr.SelectData) -> int:
     return event.index
+
+
+def guidance_info(default: float) -> str:
+    return f"this model's default: {default:g}; <= 1 turns classifier-free guidance off"

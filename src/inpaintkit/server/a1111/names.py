@@ -49,9 +49,10 @@ class Resolved:
     schedule_label: str  # A1111's label ("Automatic", "Karras"), for the infotext
 
 
-def resolve_sampler(sampler_name: Optional[str], scheduler: Optional[str]) -> Resolved:
+def resolve_sampler(sampler_name: Optional[str], scheduler: Optional[str], flow: bool = False) -> Resolved:
     """Our scheduler for A1111's sampler (name or alias, optionally with the schedule type appended) and schedule
-    type; one sentence naming what is known when the pair is not one we can run."""
+    type; one sentence naming what is known when the pair is not one we can run. On a flow-matching model (`flow`)
+    "Automatic" is the model's own sigmas, not the sampler's usual Karras."""
     name = (sampler_name or DEFAULT_SAMPLER).strip()
     schedule = (scheduler or "automatic").strip().lower()
     for type_name, label in SCHEDULE_TYPES.items():  # "DPM++ 2M Karras": the pre-1.9 way of naming the type
@@ -69,11 +70,11 @@ def resolve_sampler(sampler_name: Optional[str], scheduler: Optional[str]) -> Re
         raise InputError(
             f"Unknown schedule type '{scheduler}'; this service runs: {', '.join(SCHEDULE_TYPES.values())}."
         )
-    effective = sampler.default_type if schedule == "automatic" else schedule
+    effective = ("normal" if flow else sampler.default_type) if schedule == "automatic" else schedule
     if effective not in sampler.schedulers:
         known = ", ".join(SCHEDULE_TYPES[t] for t in ("automatic", *sampler.schedulers) if t in SCHEDULE_TYPES)
         raise InputError(f"Sampler '{sampler.name}' runs here with the schedule types {known}, not '{scheduler}'.")
-    label = SCHEDULE_TYPES[effective] if schedule != "automatic" or sampler.default_type != "normal" else "Automatic"
+    label = SCHEDULE_TYPES[effective] if schedule != "automatic" or effective != "normal" else "Automatic"
     return Resolved(sampler.schedulers[effective], sampler.name, label)
 
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ...errors import InputError
+from ...families import Family
 from ...io import to_rgb_array
 from ...settings import InpaintSettings
 from ..errors import ServiceError
@@ -68,6 +69,8 @@ class Generation(BaseModel):
     n_iter: int = 1
     steps: int = 50
     cfg_scale: float = 7.0
+    # Forge's field for FLUX's distilled guidance, which FLUX takes as an input; None: the family's default
+    distilled_cfg_scale: Optional[float] = None
     width: int = 512
     height: int = 512
     restore_faces: Optional[bool] = None
@@ -157,6 +160,7 @@ class A1111Job:
     settings: InpaintSettings
     sampler: Resolved
     extra_parameters: dict[str, Any]  # the infotext's inpainting entries, in A1111's order
+    cfg_scale: float  # what the infotext calls CFG scale: the guidance, or FLUX's true CFG (1 when off)
 
 
 def refusals(request: Generation, loaded_model: str) -> None:
@@ -193,11 +197,14 @@ def refusals(request: Generation, loaded_model: str) -> None:
     check_options(request.override_settings or {}, loaded_model, "override_settings")
 
 
-def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job:
-    """The job an img2img (or txt2img) request asks for, checked; images decoded within `max_pixels`."""
+def job_for(request: Generation, loaded_model: str, max_pixels: int, family: Family) -> A1111Job:
+    """The job an img2img (or txt2img) request asks for, checked; images decoded within `max_pixels`. `family`: the
+    loaded model's, whose guidance the CFG fields map to and whose defaults the reply reports."""
     refusals(request, loaded_model)
     try:
-        sampler = resolve_sampler(request.sampler_name or request.sampler_index, request.scheduler)
+        sampler = resolve_sampler(
+            request.sampler_name or request.sampler_index, request.scheduler, family.flow_matching
+        )
     except InputError as error:
         raise ServiceError(422, str(error)) from None
     for name in ("batch_size", "n_iter"):
@@ -214,8 +221,7 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
     options: dict[str, Any] = {
         "prompt": prompt,
         "loras": loras,
-        "negative_prompt": request.negative_prompt,
-        "guidance": request.cfg_scale,
+        **guidance_fields(request, family),
         "steps": request.steps,
         "strength": request.denoising_strength if isinstance(request, Img2Img) else 1.0,
         "seed": None if request.seed in (-1, None) or request.seed < 0 else request.seed,
@@ -226,12 +232,31 @@ def job_for(request: Generation, loaded_model: str, max_pixels: int) -> A1111Job
         options.update(mask_blur=mask_blur(request), crop_padding=crop, fill=FILLS[request.inpainting_fill])
     options.update(request.inpaintkit or {})  # ours, explicitly asked for, win over the mapped A1111 fields
     try:
-        settings = InpaintSettings.from_options(**options)
+        settings = family.settled(InpaintSettings.from_options(**options))  # the guidance that runs, for the reply
     except InputError as error:
         raise ServiceError(422, str(error)) from None
     if settings.scheduler != sampler.scheduler:  # the inpaintkit object chose another: the infotext names that one
         sampler = describe_scheduler(settings.scheduler)
-    return A1111Job(pixels, mask, settings, sampler, generation_parameters(request, settings))
+    parameters = generation_parameters(request, settings)
+    cfg_scale = settings.guidance
+    if family.embedded_guidance:  # as Forge reports FLUX: CFG scale is the true CFG, the distilled one beside it
+        cfg_scale = settings.true_cfg or 1.0
+        parameters = {"Distilled CFG Scale": settings.guidance, **parameters}
+    return A1111Job(pixels, mask, settings, sampler, parameters, cfg_scale)
+
+
+def guidance_fields(request: Generation, family: Family) -> dict[str, Any]:
+    """A1111's CFG fields as our settings. On FLUX, as Forge maps them, cfg_scale is true CFG (above 1, with the
+    negative prompt; at 1 the negative prompt has no effect, as in A1111 itself) and distilled_cfg_scale the guidance
+    the model takes as an input."""
+    if not family.embedded_guidance:
+        return {"negative_prompt": request.negative_prompt, "guidance": request.cfg_scale}
+    true_cfg = request.cfg_scale if request.cfg_scale > 1.0 else None
+    return {
+        "negative_prompt": request.negative_prompt if true_cfg is not None else "",
+        "guidance": request.distilled_cfg_scale,
+        "true_cfg": true_cfg,
+    }
 
 
 def generation_parameters(request: Generation, settings: InpaintSettings) -> dict[str, Any]:

@@ -176,7 +176,7 @@ def admit(worker: InferenceWorker, config: ServiceConfig, request: Generation) -
     inpainter = worker.inpainter
     if inpainter is None or worker.state != "ready":
         raise not_ready(worker)
-    spec = job_for(request, model_title(worker.model_name), config.max_pixels)
+    spec = job_for(request, model_title(worker.model_name), config.max_pixels, inpainter.components.family)
     settings = spec.settings
     if settings.num_images > config.max_images:
         raise ServiceError(
