@@ -9,4 +9,7 @@ scoring.py             metrics.csv rows (resumable) and their per-method summary
 report.py / grid.py    summary.json, report.md, charts, comparison grids
 measure.py             seconds and peak memory per image
 commands.py            the `bench` and `metrics` command lines
+cluster.py             bench --ray: outputs and their per-sample metrics made by Ray actors
+ray_pipe.py            PIPE for --ray: ray.data.read_parquet on the parquet files datasets reads, joined
+store.py               an object-store --dst (s3://, gs://, ...): staged locally, committed atomically
 """

@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
 
 from ..devices import dtype_flag, resolve_device, resolve_dtype
 from ..errors import InputError
@@ -21,6 +21,7 @@ from ..settings import InpaintSettings
 from .pipe import parse_pipe_source, read_pipe
 from .run import Evaluation, evaluate
 from .samples import IMAGE_SUFFIXES, Sample, read_samples
+from .store import Destination, object_store_uri, staged
 
 log = logging.getLogger("inpaintkit")
 SCORING_PACKAGES = ("torchmetrics", "matplotlib")  # SSIM and CLIP score; the charts
@@ -28,16 +29,37 @@ RUN_FILE = "run.json"  # the model and settings a --dst was made with, so a resu
 
 
 def command_bench(arguments: argparse.Namespace) -> int:
-    from ..model_arguments import inpainter_from_arguments, warn_if_untrained
-
     methods = parse_methods(arguments.pipeline, "--pipeline")
     if arguments.metric:
         require_scoring_packages()
     base = bench_settings_base(arguments)
     for method in methods:
         settings_for(base, method, "")  # every setting is valid for every method, before anything loads
+    uri = object_store_uri(arguments.dst)
+    if uri is not None and uri.startswith("memory://") and getattr(arguments, "ray", None) is not None:
+        raise InputError(
+            "--dst memory:// lives in one process, so the Ray workers cannot write to it; use a file://, s3:// or "
+            "gs:// URI."
+        )
     samples = open_samples(arguments)
-    dst = prepare_dst(arguments.dst, methods)
+    if uri is None:
+        return bench(arguments, methods, base, samples, Destination(prepare_dst(arguments.dst, methods)))
+    with staged(uri, methods) as destination:
+        prepare_dst(destination.folder, methods)
+        return bench(arguments, methods, base, samples, destination)
+
+
+def bench(
+    arguments: argparse.Namespace,
+    methods: list[str],
+    base: dict[str, Any],
+    samples: list[Sample],
+    destination: Destination,
+) -> int:
+    """Load the model, bind --dst to this run (run.json), make and score the outputs, write the report."""
+    from ..model_arguments import inpainter_from_arguments, warn_if_untrained
+
+    dst = destination.folder
     # Everything that changes an output's pixels: a resume must not mix two of these. Device and dtype
     # as resolved, because `auto` means fp16 on a GPU, and bf16 or fp32 on a CPU depending on the CPU.
     device = resolve_device(arguments.device)
@@ -54,12 +76,17 @@ def command_bench(arguments: argparse.Namespace) -> int:
         "latentpaint_weights": arguments.latentpaint_weights,
         "settings": base,
     }
-    check_same_run(dst, run, arguments.overwrite)
+    # Quantized weights change pixels too; recorded only when used, so runs from before these options still resume.
+    for option in ("fp8_weights", "transformer"):
+        if getattr(arguments, option, None):
+            run[option] = getattr(arguments, option)
+    check_same_run(dst, run, arguments.overwrite, shown=destination.shown(dst))
     inpainter = inpainter_from_arguments(arguments)
     for method in methods:
         inpainter.check(settings_for(base, method, ""))  # a method this checkpoint cannot run fails before any work
     # Only now: a run that never started binds nothing. The family is a fact of the model (not compared on resume).
     write_text_atomic(dst / RUN_FILE, json.dumps({**run, "family": inpainter.capabilities.family}, indent=2) + "\n")
+    destination.commit(dst / RUN_FILE)
     warn_if_untrained(inpainter, arguments.model)
     learned = load_metrics(arguments, inpainter.components.device) if arguments.metric else None
     info = {
@@ -81,19 +108,29 @@ def command_bench(arguments: argparse.Namespace) -> int:
         overwrite=arguments.overwrite,
         info=info,
     )
-    if getattr(arguments, "ray", None) is not None:  # the outputs are made on the cluster; scored here as below
-        from .cluster import generate_on_ray
+    if getattr(arguments, "ray", None) is None:
+        return finish(evaluation, quiet=arguments.quiet, destination=destination)
+    from .cluster import generate_on_ray  # the outputs (and their metrics rows) are made on the cluster
 
-        del inpainter  # each Ray actor loads its own
-        with Progress(0, enabled=False) as on_output:
-            evaluation, reported = generate_on_ray(evaluation, arguments, base, device, on_output)
-        return finish(evaluation, quiet=arguments.quiet, reported=reported)
-    return finish(evaluation, quiet=arguments.quiet)
+    del inpainter  # each Ray actor loads its own
+    with Progress(0, enabled=False) as progress:
+        evaluation, reported = generate_on_ray(
+            evaluation,
+            arguments,
+            base,
+            device,
+            lambda path, status: progress(destination.shown(path), status),
+            destination,
+        )
+    return finish(evaluation, quiet=arguments.quiet, reported=reported, destination=destination)
 
 
 def command_metrics(arguments: argparse.Namespace) -> int:
     require_scoring_packages()
     pred = arguments.pred
+    for flag, value in (("--pred", pred), ("--dst", arguments.dst)):
+        if value is not None and object_store_uri(value) is not None:
+            raise InputError(f"{flag} must be a local folder for `metrics` (an object-store URI is for bench --dst).")
     if not pred.is_dir():
         raise InputError(f"--pred {pred} is not a folder.")
     folders = (
@@ -119,20 +156,29 @@ def command_metrics(arguments: argparse.Namespace) -> int:
     return finish(evaluation, quiet=arguments.quiet)
 
 
-def finish(evaluation: Evaluation, quiet: bool, reported: frozenset | set = frozenset()) -> int:
-    """Evaluate, with one `PATH<TAB>status` line per output; not again for the `reported` ones (bench --ray)."""
+def finish(
+    evaluation: Evaluation,
+    quiet: bool,
+    reported: frozenset | set = frozenset(),
+    destination: Optional[Destination] = None,
+) -> int:
+    """Evaluate, with one `PATH<TAB>status` line per output; not again for the `reported` ones (bench --ray).
+
+    With an object-store `destination`, each output made goes onto the store before its line, the report at the end.
+    """
+    destination = destination or Destination(evaluation.dst)
     total = len(evaluation.samples) * len(evaluation.methods) - len(reported)
     with Progress(total, enabled=not quiet) as progress:
 
         def on_output(path: Path, status: str) -> None:
+            destination.on_output(path, status)
             if path not in reported:
-                progress(path, status)
+                progress(destination.shown(path), status)
 
         summary = evaluate(evaluation, on_output)
-    print(
-        f"{evaluation.dst / 'report.md'}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped",
-        flush=True,
-    )
+    destination.publish()
+    report = destination.shown(evaluation.dst / "report.md")
+    print(f"{report}\t{summary['samples_evaluated']} samples, {len(summary['skipped'])} skipped", flush=True)
     return 0
 
 
@@ -218,12 +264,13 @@ def prepare_dst(dst: Path, methods: list[str]) -> Path:
     return dst
 
 
-def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
+def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool, shown: Union[Path, str, None] = None) -> None:
     """Refuse to resume into a --dst made with another model or other settings (unless --overwrite); run.json says.
 
     Each output also stores the run it came from, so an interrupted --overwrite, resumed, remakes the old ones.
     """
     path = dst / RUN_FILE
+    shown = shown or dst  # --dst as the user named it (a URI for an object store)
     if not path.is_file() or overwrite:
         return
     try:
@@ -231,13 +278,15 @@ def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool) -> None:
     except (OSError, ValueError):
         previous = None
     if not isinstance(previous, dict) or not isinstance(previous.get("settings"), dict):
-        raise InputError(f"{path} is unreadable; use another --dst, or --overwrite to make every output again.")
+        raise InputError(
+            f"{shown}/{RUN_FILE} is unreadable; use another --dst, or --overwrite to make every output again."
+        )
     settings = {**previous["settings"], **run["settings"]}
     changed = sorted(key for key in settings if previous["settings"].get(key) != run["settings"].get(key))
     changed += [key for key in run if key != "settings" and previous.get(key) != run[key]]
     if changed:
         raise InputError(
-            f"{dst} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to "
+            f"{shown} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to "
             "resume, "
             "or --overwrite to make every output again."
         )

@@ -10,7 +10,7 @@ Both sources can be a hub id (through the `datasets` cache), a local dataset fol
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import InputError, first_line
 from ..names import PIPE_IMAGES, PIPE_MASKS
@@ -86,34 +86,55 @@ def _keys(table) -> list[tuple]:
 def _prompts(table) -> list[str]:
     """Every row's prompt: the first non-empty of PROMPT_COLUMNS (those the table has), else ""."""
     columns = table.select_columns([column for column in PROMPT_COLUMNS if column in table.column_names]).to_dict()
-    texts = [[str(value or "").strip() for value in values] for values in columns.values()]
-    return [next((text for text in row if text), "") for row in zip(*texts)] if texts else [""] * len(table)
+    return prompts_of(columns, len(table))
 
 
-def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple, prompt: str) -> Sample:
+def prompts_of(columns: dict[str, list], rows: int) -> list[str]:
+    """Per row, the first non-empty of the PROMPT_COLUMNS given (in PROMPT_COLUMNS' order), else ""."""
+    texts = [[str(value or "").strip() for value in columns[name]] for name in PROMPT_COLUMNS if name in columns]
+    return [next((text for text in row if text), "") for row in zip(*texts)] if texts else [""] * rows
+
+
+def sample_name(key: tuple) -> str:
+    """A PIPE sample's name: its join key, e.g. coco-1-10."""
+    return safe_name("-".join(str(part) for part in key))
+
+
+def row_sample(name: str, prompt: str, cells: Callable[[], tuple[Any, Any, Any]]) -> Sample:
+    """A sample from one joined PIPE row's (source_img, mask, target_img) cells: datasets' decoded images, or raw
+    {'bytes': ...} or bytes cells. `cells` is called when the sample is opened.
+    """
 
     def open_pixels() -> Pixels:
         try:
-            images = image_table[image_row]
-            return load_pixels(
-                _image(images["source_img"]), _image(mask_table[mask_row]["mask"]), _image(images["target_img"])
-            )
+            source, mask, target = cells()
+            return load_pixels(_image(source), _image(mask), _image(target))
         except InputError:
             raise
         except Exception as error:  # a cell datasets or Pillow cannot decode: this sample only
             raise InputError(f"the PIPE row's images cannot be read ({first_line(error)})") from None
 
-    return Sample(safe_name("-".join(str(part) for part in key)), prompt, open_pixels)
+    return Sample(name, prompt, open_pixels)
+
+
+def _sample(image_table, image_row: int, mask_table, mask_row: int, key: tuple, prompt: str) -> Sample:
+    def cells() -> tuple[Any, Any, Any]:  # reading a row decodes its images: once per row
+        images = image_table[image_row]
+        return images["source_img"], mask_table[mask_row]["mask"], images["target_img"]
+
+    return row_sample(sample_name(key), prompt, cells)
 
 
 def _image(value: Any):
     """A PIL image from a `datasets` Image cell (decoded) or a raw {'bytes': ...} cell."""
     if isinstance(value, dict) and value.get("bytes") is not None:
+        value = value["bytes"]
+    if isinstance(value, bytes):
         import io
 
         from PIL import Image
 
-        return Image.open(io.BytesIO(value["bytes"]))
+        return Image.open(io.BytesIO(value))
     if value is None:
         raise InputError("the PIPE row has an empty image cell")
     return value

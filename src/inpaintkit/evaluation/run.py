@@ -155,21 +155,31 @@ def _checked_output(path: Path, pixels: Pixels) -> np.ndarray:
 def _score_into(
     table: MetricsTable, sample: Sample, pixels: Pixels, method: str, output: np.ndarray, path: Path, learned
 ) -> None:
+    digest = content_digest(pixels, sample.prompt, output)
+    table.keep_if_current(sample.name, method, digest)
+    missing = table.missing(sample.name, method, wanted_metrics(learned))
+    if missing:
+        table.update(sample.name, method, measure_output(output, pixels, sample.prompt, path, missing, learned), digest)
+
+
+def wanted_metrics(learned: LearnedMetrics) -> set[str]:
+    """The metrics.csv cells one output gets: the pixel ones, CLIP's if its model loaded, and the run's own."""
     wanted = {
         metric.name
         for metric in METRICS
         if metric.family == "pixel" or (metric.family == "clip" and learned.clip is not None)
     }
-    wanted |= {"seconds", "peak_memory_mb"}
-    digest = content_digest(pixels, sample.prompt, output)
-    table.keep_if_current(sample.name, method, digest)
-    missing = table.missing(sample.name, method, wanted)
-    if not missing:
-        return
-    values = score(output, pixels, sample.prompt, missing, learned)
-    if missing & {"seconds", "peak_memory_mb"}:
+    return wanted | {"seconds", "peak_memory_mb"}
+
+
+def measure_output(
+    output: np.ndarray, pixels: Pixels, prompt: str, path: Path, wanted: set[str], learned: Optional[LearnedMetrics]
+) -> dict[str, float]:
+    """The `wanted` per-sample metrics of one output; the timings come from its PNG (a Ray actor calls this too)."""
+    values = score(output, pixels, prompt, wanted, learned)
+    if wanted & {"seconds", "peak_memory_mb"}:
         values.update(_run_measurements(path))
-    table.update(sample.name, method, values, digest)
+    return values
 
 
 def _run_measurements(path: Path) -> dict[str, float]:
