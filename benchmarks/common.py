@@ -9,11 +9,15 @@ from typing import Callable
 
 import numpy as np
 import torch
+from flux_model import write_flux_fill_architecture
 from sd15_model import write_sd15_architecture
 from sdxl_model import write_sdxl_architecture
 
 from inpaintkit.evaluation.measure import measured
 from inpaintkit.tiny import make_tiny_model, make_tiny_sdxl_model
+from inpaintkit.tiny_flow import make_tiny_flux
+
+FLUX_ARCHES = ("tiny-flux", "flux")  # FLUX.1 Fill models (the masked image and mask as extra channels) only
 
 
 def picture(width: int, height: int) -> np.ndarray:
@@ -28,8 +32,14 @@ def centred_mask(width: int, height: int, side: int) -> np.ndarray:
     return mask
 
 
-def model_folder(root: Path, arch: str, channels: int = 9) -> Path:
-    """A random-weight model folder with `arch`'s architecture (timing does not depend on the weights)."""
+def model_folder(root: Path, arch: str, channels: int = 9, flux_blocks: tuple[int, int] = (1, 2)) -> Path:
+    """A random-weight model folder with `arch`'s architecture (timing does not depend on the weights). The Flux
+    arches are FLUX.1 Fill models whatever `channels` says; `flux` has `flux_blocks` (double, single) blocks."""
+    if arch == "flux":
+        return write_flux_fill_architecture(root / "flux-fill-{}-{}".format(*flux_blocks), *flux_blocks)
+    if arch == "tiny-flux":
+        folder = root / "tiny-flux-fill"
+        return folder if (folder / "model_index.json").is_file() else make_tiny_flux(folder, fill=True)
     folder = root / f"{arch}-{channels}"
     if arch == "sd15":
         return write_sd15_architecture(folder, unet_in_channels=channels)

@@ -217,7 +217,7 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def image_ids(height: int, width: int, device, dtype) -> torch.Tensor:
     """Each token's (0, row, column), for the transformer's rotary position embedding (_prepare_latent_image_ids)."""
-    ids = torch.zeros(height, width, 3)
-    ids[..., 1] = ids[..., 1] + torch.arange(height)[:, None]
-    ids[..., 2] = ids[..., 2] + torch.arange(width)[None, :]
-    return ids.reshape(height * width, 3).to(device=device, dtype=dtype)
+    ids = torch.zeros(height, width, 3, device=device)  # made on the device: no host-to-device copy at every step
+    ids[..., 1] = ids[..., 1] + torch.arange(height, device=device)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(width, device=device)[None, :]
+    return ids.reshape(height * width, 3).to(dtype)
