@@ -432,7 +432,7 @@ def describe_service(worker: InferenceWorker, config: ServiceConfig) -> ModelsRe
         defaults=(
             InpaintSettings()
             if inpainter is None
-            else inpainter.components.family.settled(InpaintSettings(), inpainter.capabilities)
+            else components.family.settled(InpaintSettings(), components.capabilities)
         ).as_dict(),
         limits={
             "max_queue": config.max_queue,
