@@ -270,3 +270,21 @@ def test_latentpaint_weights_and_training_refuse_a_transformer_in_one_sentence(t
     for arguments in ([*run, "--latentpaint-weights", tmp_path / "w.safetensors"], [*train, "--steps", "1"]):
         code, _, err = run_cli(arguments, capsys)
         assert code == 2 and "denoiser is a transformer" in err and "Traceback" not in err, err
+
+
+def test_an_sd3_folder_saved_without_t5_runs_with_zeros_in_its_place(tiny_sd3, tmp_path):
+    """SD 3 may be used without its 4.7B T5 to save memory (diffusers encodes zeros for it); such a folder loads."""
+    import shutil
+
+    from inpaintkit import Inpainter
+
+    folder = tmp_path / "sd3-no-t5"
+    shutil.copytree(tiny_sd3, folder, ignore=shutil.ignore_patterns("text_encoder_3", "tokenizer_3"))
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(
+        json.dumps({**index, "text_encoder_3": [None, None], "tokenizer_3": [None, None]})
+    )
+    without_t5 = Inpainter.from_pretrained(folder, device="cpu")
+    assert without_t5.components.text_encoder_3 is None
+    output = np.asarray(without_t5(PIXELS, MASK, "a cat", steps=2, seed=1)[0])
+    assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])

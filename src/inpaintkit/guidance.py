@@ -1,5 +1,5 @@
 """How the denoiser's predictions are combined into one: classifier-free guidance, none, or guidance the denoiser
-takes as an input (embedded).
+takes as an input (embedded: an LCM UNet's `timestep_cond`, FLUX's `guidance`).
 
 A small part of its own (after Stability's `sgm` guiders), so the loop does not know which is used and a
 family can bring another (Flux's embedded guidance is a setting of the denoiser, not a second batch).
@@ -71,7 +71,32 @@ class EmbeddedGuidance(NoGuidance):
         return {"timestep_cond": embedding.to(device=device, dtype=dtype)}
 
 
-Guidance = ClassifierFreeGuidance | NoGuidance | EmbeddedGuidance
+@dataclass(frozen=True)
+class DistilledGuidance:
+    """FLUX's guidance: the scale distilled into the model (guidance distillation, Meng et al., arXiv 2210.03142) as
+    the transformer's `guidance` input, None for a model without one (FLUX.1 schnell), around either one call on the
+    prompt or "true" classifier-free guidance with the negative prompt."""
+
+    scale: float | None
+    classifier_free: ClassifierFreeGuidance | NoGuidance
+
+    def prompts(self, prompt: str, negative_prompt: str) -> list[tuple[str, bool]]:
+        return self.classifier_free.prompts(prompt, negative_prompt)
+
+    def batch(self, model_input: torch.Tensor) -> torch.Tensor:
+        return self.classifier_free.batch(model_input)
+
+    def combine(self, prediction: torch.Tensor) -> torch.Tensor:
+        return self.classifier_free.combine(prediction)
+
+    def extras(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
+        if self.scale is None:
+            return {}
+        # float32 whatever the model's dtype, as diffusers makes it
+        return {"guidance": torch.full([batch], self.scale, device=device, dtype=torch.float32)}
+
+
+Guidance = ClassifierFreeGuidance | NoGuidance | EmbeddedGuidance | DistilledGuidance
 
 
 def guidance_for(scale: float, embedding_dim: int | None = None) -> Guidance:

@@ -165,6 +165,8 @@ def _load_pipeline(
     if path.is_dir():
         family = _check_diffusers_folder(path)
         parts = {**unused_parts(family), **_replaced_denoiser(family, model, denoiser_loader)}
+        if "text_encoder_3" in family.text_encoders and not (path / "text_encoder_3").is_dir():
+            parts.update(text_encoder_3=None, tokenizer_3=None)  # SD 3 saved without T5: zeros in its place
         return family, _call_loader(model, pipeline_class(family).from_pretrained, str(path), dtype=dtype, **parts)
     if path.suffix.lower() in SINGLE_FILE_SUFFIXES or model.startswith((".", "/", "~")) or not _HUB_ID.match(model):
         raise InputError(f"Model '{model}' is neither an existing file or folder nor a Hugging Face hub id.")

@@ -11,14 +11,13 @@ extra channels).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from ..guidance import ClassifierFreeGuidance, Guidance, NoGuidance
+from ..guidance import ClassifierFreeGuidance, DistilledGuidance, Guidance, NoGuidance
 from .base import Conditioning, Family
 from .sd import warn_if_truncated
 
@@ -27,30 +26,6 @@ if TYPE_CHECKING:
     from ..settings import InpaintSettings
 
 T5_TOKENS = 512  # the pipelines' max_sequence_length for T5
-
-
-@dataclass(frozen=True)
-class FluxGuidance:
-    """Flux's guidance: the distilled scale as the transformer's `guidance` input (None for a model without one, such
-    as FLUX.1 schnell), around either one call on the prompt or true classifier-free guidance (negative first)."""
-
-    scale: float | None
-    classifier_free: ClassifierFreeGuidance | NoGuidance
-
-    def prompts(self, prompt: str, negative_prompt: str) -> list[tuple[str, bool]]:
-        return self.classifier_free.prompts(prompt, negative_prompt)
-
-    def batch(self, model_input: torch.Tensor) -> torch.Tensor:
-        return self.classifier_free.batch(model_input)
-
-    def combine(self, prediction: torch.Tensor) -> torch.Tensor:
-        return self.classifier_free.combine(prediction)
-
-    def extras(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
-        if self.scale is None:
-            return {}
-        # float32 whatever the model's dtype, as diffusers makes it
-        return {"guidance": torch.full([batch], self.scale, device=device, dtype=torch.float32)}
 
 
 class Flux(Family):
@@ -86,7 +61,8 @@ class Flux(Family):
     def guidance(self, settings: InpaintSettings, capabilities: Capabilities) -> Guidance:
         true_cfg = 1.0 if settings.true_cfg is None else settings.true_cfg
         classifier_free = ClassifierFreeGuidance(true_cfg) if true_cfg > 1.0 else NoGuidance()
-        return FluxGuidance(self.guidance_scale(settings) if capabilities.guidance_embedded else None, classifier_free)
+        scale = self.guidance_scale(settings) if capabilities.guidance_embedded else None
+        return DistilledGuidance(scale, classifier_free)
 
     def settled(self, settings: InpaintSettings, capabilities: Capabilities | None = None) -> InpaintSettings:
         if capabilities is not None and not capabilities.guidance_embedded and settings.guidance is None:
