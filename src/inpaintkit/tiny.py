@@ -70,8 +70,9 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def _tiny_vae(scaling_factor: float):
-    """SD's 4-block VAE (downsampling 8x), at 8-16 channels."""
+def _tiny_vae(scaling_factor: float, **family_config):
+    """SD's 4-block VAE (downsampling 8x), at 8-16 channels; `family_config` adds a family's own (FLUX's and SD 3's
+    16 latent channels, shift factor, no quant convs)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -82,9 +83,9 @@ def _tiny_vae(scaling_factor: float):
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=1,
-        latent_channels=4,
         norm_num_groups=8,
         scaling_factor=scaling_factor,  # force_upcast: diffusers' default, True, as SD's and SDXL's configs have it
+        **{"latent_channels": 4, **family_config},
     )
 
 

@@ -11,7 +11,7 @@ import string
 from pathlib import Path
 
 from .quiet import quiet_libraries
-from .tiny import _label_untrained, _seeded, _tiny_text_config, write_byte_level_clip_tokenizer
+from .tiny import _label_untrained, _seeded, _tiny_text_config, _tiny_vae, write_byte_level_clip_tokenizer
 
 FLUX_VAE = {"shift_factor": 0.1159, "scaling_factor": 0.3611}  # FLUX.1's VAE config
 SD3_VAE = {"shift_factor": 0.0609, "scaling_factor": 1.5305}  # SD 3's
@@ -49,22 +49,13 @@ def _tiny_t5(vocab_size: int, width: int = 32):
 
 
 def _tiny_flow_vae(shift_and_scale: dict[str, float]):
-    """SD's 4-block 8x VAE at 8-16 channels, with 16 latent channels and no quant convs, as Flux's and SD 3's."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        sample_size=64,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1,
+    """The tiny 8x VAE with 16 latent channels and no quant convs, as Flux's and SD 3's."""
+    return _tiny_vae(
+        shift_and_scale["scaling_factor"],
         latent_channels=16,
-        norm_num_groups=8,
         use_quant_conv=False,
         use_post_quant_conv=False,
-        **shift_and_scale,
+        shift_factor=shift_and_scale["shift_factor"],
     )
 
 
