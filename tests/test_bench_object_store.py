@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 
 import numpy as np
@@ -168,3 +169,23 @@ def test_dst_uris_are_told_from_folders(given, uri):
 def test_a_uri_without_a_bucket_is_refused():
     with pytest.raises(InputError, match="names no bucket"):
         object_store_uri("s3://")
+
+
+def test_an_empty_bucket_is_refused_not_taken_for_a_local_folder(tmp_path, monkeypatch):
+    """`--dst s3://$BUCKET` with BUCKET unset is `s3://`, which the command line's Path folds to `s3:`."""
+    from pathlib import Path
+
+    for dst in ("s3://", Path("s3://"), "gs://"):
+        with pytest.raises(InputError, match="names no bucket or folder"):
+            object_store_uri(dst)
+    assert object_store_uri(Path("results:")) is None  # a folder whose name ends in a colon is still a folder
+
+
+def test_a_resume_without_an_option_the_first_run_used_is_refused(tmp_path):
+    """fp8_weights is recorded only when used; a resume without it must not remake the first run's outputs."""
+    from inpaintkit.evaluation.commands import check_same_run
+
+    (tmp_path / "run.json").write_text(json.dumps({"model": "m", "fp8_weights": True, "settings": {"steps": 2}}))
+    with pytest.raises(InputError, match=r"other settings \(fp8_weights\)"):
+        check_same_run(tmp_path, {"model": "m", "settings": {"steps": 2}}, overwrite=False)
+    check_same_run(tmp_path, {"model": "m", "fp8_weights": True, "settings": {"steps": 2}}, overwrite=False)

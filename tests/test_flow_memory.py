@@ -341,3 +341,17 @@ def cli_job(tmp_path: Path, *options) -> list:
         "run", "--image", tmp_path / "image.png", "--mask", tmp_path / "mask.png", "--output", tmp_path / "out.png",
         *model, *options,
     ]  # fmt: skip
+
+
+def test_fp8_weights_with_a_per_job_lora_is_one_sentence(tiny4, tmp_path):
+    """peft's LoRA layers, loaded after the fp8 cast, would be stored in fp8 and fail inside the job with a
+    traceback; fused at load (--fuse-lora) they are merged before the cast and work."""
+    from inpaintkit import Inpainter
+    from inpaintkit.errors import InputError
+    from inpaintkit.tiny import make_tiny_lora
+
+    lora = make_tiny_lora(tiny4, tmp_path / "style.safetensors")
+    fp8 = Inpainter.from_pretrained(tiny4, device="cpu", fp8_weights=True)
+    image, mask = gradient_image(64, 48), box_mask(64, 48, (16, 8, 48, 40))
+    with pytest.raises(InputError, match="fuse them at load"):
+        fp8(image, mask, "x", steps=2, seed=1, loras=(str(lora),))

@@ -228,3 +228,18 @@ def test_a_switch_whose_entry_vanished_touches_nothing(models_dir, tmp_path):
         app.state.worker._switch(switch)
         assert loader.sources == ["four"]  # the loaded model was neither freed nor loaded again
         assert app.state.worker.model_name == "four" and job(client)["model"].endswith("four")
+
+
+def test_switching_back_to_the_start_model_keeps_what_belongs_to_it(models_dir, tiny4):
+    """The start model's own --vae (and --transformer, --config) come back with it: on a small card a quantized
+    transformer dropped on the way back would load the full one."""
+    from inpaintkit.cli import build_parser
+    from inpaintkit.model_arguments import model_switching
+
+    start = str(models_dir / "nine")
+    arguments = build_parser().parse_args(
+        ["serve", "--model", start, "--vae", str(tiny4), "--models-dir", str(models_dir), "--device", "cpu"]
+    )
+    catalog, load_other = model_switching(arguments)
+    assert load_other(catalog.resolve(start)).components.vae_name == str(tiny4)
+    assert load_other(catalog.resolve("four")).components.vae_name is None  # another model: not the start's VAE

@@ -221,6 +221,12 @@ class Inpainter:
                 "unconditional pass, so a negative prompt cannot act; leave it out."
             )
         loras = parse_loras(settings.loras)
+        if loras and self.components.acceleration.fp8_weights and loras != self.loras.fused:
+            raise InputError(
+                "LoRAs switched per job would be stored in fp8 with the rest of the denoiser (--fp8-weights), which "
+                "their layers cannot compute in; fuse them at load (--fuse-lora) or load the model without "
+                "--fp8-weights."
+            )
         if loras and self.components.acceleration.compile and loras != self.loras.fused:
             raise InputError(
                 "LoRAs switched per job change the UNet's layers, which a torch.compile'd UNet would not see; fuse "

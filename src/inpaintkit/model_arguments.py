@@ -146,7 +146,12 @@ def model_switching(
 
     def load_other(source: str) -> Inpainter:
         """The start's device, dtype, speed options and --loras-dir; not what belongs to the start model alone (its
-        --vae, --transformer, --config, --latentpaint-weights and fused LoRAs)."""
+        --vae, --transformer, --config, --latentpaint-weights and fused LoRAs), unless the start model is the one
+        coming back (a switch back, or the reload after a failed switch)."""
+        if source == str(arguments.model):  # on a small card, the start's quantized --transformer above all
+            start = inpainter_from_arguments(arguments)
+            warn_if_untrained(start, source)
+            return start
         own = {
             "model": source,
             "vae": None,

@@ -44,7 +44,7 @@ def command_bench(arguments: argparse.Namespace) -> int:
     samples = open_samples(arguments)
     if uri is None:
         return bench(arguments, methods, base, samples, Destination(prepare_dst(arguments.dst, methods)))
-    with staged(uri, methods) as destination:
+    with staged(uri, methods, resume=not arguments.overwrite) as destination:
         prepare_dst(destination.folder, methods)
         return bench(arguments, methods, base, samples, destination)
 
@@ -77,9 +77,10 @@ def bench(
         "settings": base,
     }
     # Quantized weights change pixels too; recorded only when used, so runs from before these options still resume.
-    for option in ("fp8_weights", "transformer"):
-        if getattr(arguments, option, None):
-            run[option] = getattr(arguments, option)
+    if getattr(arguments, "fp8_weights", False):
+        run["fp8_weights"] = True
+    if getattr(arguments, "transformer", None):  # resolved, so ./fill.gguf and fill.gguf are one run
+        run["transformer"] = str(Path(arguments.transformer).expanduser().resolve())
     check_same_run(dst, run, arguments.overwrite, shown=destination.shown(dst))
     inpainter = inpainter_from_arguments(arguments)
     for method in methods:
@@ -283,7 +284,9 @@ def check_same_run(dst: Path, run: dict[str, Any], overwrite: bool, shown: Union
         )
     settings = {**previous["settings"], **run["settings"]}
     changed = sorted(key for key in settings if previous["settings"].get(key) != run["settings"].get(key))
-    changed += [key for key in run if key != "settings" and previous.get(key) != run[key]]
+    # Both runs' keys: an option recorded only when used (fp8_weights, transformer) is absent, i.e. off, in the other.
+    options = (set(run) | set(previous)) - {"settings", "family"}
+    changed += sorted(key for key in options if (previous.get(key) or None) != (run.get(key) or None))
     if changed:
         raise InputError(
             f"{shown} holds a run with other settings ({', '.join(changed)}); use another --dst, the same settings to "

@@ -48,10 +48,11 @@ def object_store_uri(dst: Union[str, Path]) -> Optional[str]:
     The command line hands --dst over as a Path, which folds `s3://b/x` into `s3:/b/x`: the URI is rebuilt from that.
     """
     text = str(dst)
-    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]+):/+(.*)", text, flags=re.DOTALL)
-    if match is None:
+    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]+):(/*)(.*)", text, flags=re.DOTALL)
+    # "s3://" alone (an unset $BUCKET) folds to "s3:": a known scheme without slashes is still a URI, not a folder.
+    if match is None or (not match.group(2) and match.group(1).lower() not in SCHEMES):
         return None
-    scheme, rest = match.group(1).lower(), match.group(2).strip("/")
+    scheme, rest = match.group(1).lower(), match.group(3).strip("/")
     if scheme not in SCHEMES:
         raise InputError(
             f"--dst {text} has the unknown scheme {scheme}://; give a folder, or an s3://, gs:// or az:// URI."
@@ -186,15 +187,16 @@ class Destination:
 
 
 @contextlib.contextmanager
-def staged(uri: str, methods: list[str]) -> Iterator[Destination]:
-    """A staging folder holding what the store at `uri` already has of this run (removed at the end)."""
+def staged(uri: str, methods: list[str], resume: bool = True) -> Iterator[Destination]:
+    """A staging folder holding what the store at `uri` already has of this run (removed at the end); nothing is
+    fetched when the run will not `resume` (--overwrite makes every output again)."""
     store = ObjectStore(uri)
     folder = Path(tempfile.mkdtemp(prefix="inpaintkit-dst-"))
     try:
         store.check_writable(folder / ".write-check")
-        for name in RUN_STATE:
+        for name in RUN_STATE if resume else ():
             store.fetch(name, folder / name)
-        for method in methods:
+        for method in methods if resume else ():
             for name in store.images(method):
                 store.fetch(f"{method}/{name}", folder / method / name)
         yield Destination(folder, store)
