@@ -35,10 +35,12 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -345,6 +347,8 @@ class OutputMaker:
         self.destination = destination
         # Outputs are written where the driver reads them (a shared file system), or here and then to the store.
         self.folder = destination.folder if destination.store is None else Path(tempfile.mkdtemp(prefix="inpaintkit-"))
+        if destination.store is not None:  # the actor's own staging: removed when the actor goes (a kill may skip it)
+            weakref.finalize(self, shutil.rmtree, str(self.folder), True)
         self.learned = None if scoring is None else actor_metrics(scoring["clip_model"], inpainter.components.device)
         self.ledger = ledger
 
