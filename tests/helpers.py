@@ -73,3 +73,25 @@ def socket_listening() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         yield listener.getsockname()[1]
+
+
+def bench_every_method(model, methods: str, pixels: np.ndarray, mask: np.ndarray, tmp_path: Path, capsys) -> dict:
+    """`inpaintkit bench` of `methods` (comma-separated) on one sample, checked to make every output; its run.json."""
+    import json
+
+    from PIL import Image
+
+    source = tmp_path / "samples"
+    source.mkdir()
+    Image.fromarray(pixels).save(source / "photo.png")
+    Image.fromarray(mask).save(source / "photo.mask.png")
+    (source / "photo.txt").write_text("a teapot")
+    code, _, err = run_cli(
+        ["bench", "--pipeline", methods, "--src", source, "--dst", tmp_path / "results", "--model", model,
+         "--steps", "3", "--reconstruct", "pixel", "--quiet"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    for method in methods.split(","):
+        assert (tmp_path / "results" / method / "photo.png").is_file()
+    return json.loads((tmp_path / "results" / "run.json").read_text())

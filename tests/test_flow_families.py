@@ -17,7 +17,7 @@ from inpaintkit.server import ServiceConfig, create_app
 from inpaintkit.settings import InpaintSettings
 
 from .conftest import box_mask, gradient_image
-from .helpers import run_cli
+from .helpers import bench_every_method, run_cli
 
 WIDTH, HEIGHT = 64, 48
 PIXELS, MASK = gradient_image(WIDTH, HEIGHT, seed=81), box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
@@ -100,21 +100,8 @@ def test_the_service_serves_a_flux_fill_model(flux_fill):
 
 
 def test_bench_runs_every_zero_shot_method_on_a_flux_model(tiny_flux, tmp_path, capsys):
-    source = tmp_path / "samples"
-    source.mkdir()
-    Image.fromarray(PIXELS).save(source / "photo.png")
-    Image.fromarray(MASK).save(source / "photo.mask.png")
-    (source / "photo.txt").write_text("a teapot")
-    methods = "blend,bld,soft,repaint,tdpaint,lanpaint"
-    code, out, err = run_cli(
-        ["bench", "--pipeline", methods, "--src", source, "--dst", tmp_path / "results", "--model", tiny_flux,
-         "--steps", "3", "--reconstruct", "pixel", "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    for method in methods.split(","):
-        assert (tmp_path / "results" / method / "photo.png").is_file()
-    assert json.loads((tmp_path / "results" / "run.json").read_text())["family"] == "flux"
+    run = bench_every_method(tiny_flux, "blend,bld,soft,repaint,tdpaint,lanpaint", PIXELS, MASK, tmp_path, capsys)
+    assert run["family"] == "flux"
 
 
 def test_the_web_ui_serves_an_sd3_model(sd3, tmp_path):

@@ -13,7 +13,7 @@ from inpaintkit.io import read_png_parameters
 from inpaintkit.server import ServiceConfig, create_app
 
 from .conftest import box_mask, gradient_image
-from .helpers import run_cli
+from .helpers import bench_every_method, run_cli
 
 WIDTH, HEIGHT = 64, 48
 PIXELS, MASK = gradient_image(WIDTH, HEIGHT, seed=80), box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
@@ -57,21 +57,8 @@ def test_the_service_serves_an_sdxl_model(sdxl9):
 
 
 def test_bench_runs_every_method_on_an_sdxl_model_and_records_the_family(tiny_sdxl4, tmp_path, capsys):
-    source = tmp_path / "samples"
-    source.mkdir()
-    Image.fromarray(PIXELS).save(source / "photo.png")
-    Image.fromarray(MASK).save(source / "photo.mask.png")
-    (source / "photo.txt").write_text("a teapot")
-    methods = "blend,bld,soft,repaint,tdpaint,latentpaint"
-    code, out, err = run_cli(
-        ["bench", "--pipeline", methods, "--src", source, "--dst", tmp_path / "results", "--model", tiny_sdxl4,
-         "--steps", "3", "--reconstruct", "pixel", "--quiet"],
-        capsys,
-    )  # fmt: skip
-    assert code == 0, err
-    for method in methods.split(","):
-        assert (tmp_path / "results" / method / "photo.png").is_file()
-    assert json.loads((tmp_path / "results" / "run.json").read_text())["family"] == "sdxl"
+    run = bench_every_method(tiny_sdxl4, "blend,bld,soft,repaint,tdpaint,latentpaint", PIXELS, MASK, tmp_path, capsys)
+    assert run["family"] == "sdxl"
 
 
 def test_the_web_ui_serves_an_sdxl_model(sdxl9, tmp_path):
