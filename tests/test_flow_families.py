@@ -275,3 +275,17 @@ def test_an_sd3_folder_saved_without_t5_runs_with_zeros_in_its_place(tiny_sd3, t
     assert without_t5.components.text_encoder_3 is None
     output = np.asarray(without_t5(PIXELS, MASK, "a cat", steps=2, seed=1)[0])
     assert np.array_equal(output[MASK == 0], PIXELS[MASK == 0])
+
+
+def test_strength_is_rounded_as_the_family_s_pipeline_rounds_it(flux, inpainter4):
+    """3 steps at strength 0.3: SD's pipeline keeps int(0.9) = 0 steps (refused), FLUX's skips int(2.1) = 2 and runs
+    one, as FluxInpaintPipeline does."""
+    counted = []
+    handle = flux.components.unet.register_forward_pre_hook(lambda module, args: counted.append(1))
+    try:
+        flux(PIXELS, MASK, "x", steps=3, strength=0.3, seed=1)
+    finally:
+        handle.remove()
+    assert len(counted) == 1
+    with pytest.raises(InputError, match="leaves no denoising step"):
+        inpainter4(PIXELS, MASK, "x", steps=3, strength=0.3, seed=1)

@@ -46,6 +46,7 @@ class Capabilities:
     latent_channels: int = 4  # the VAE's (16 for SD 3 and Flux)
     patch_size: int = 1  # latent cells per side of one denoiser token (2 for SD 3 and Flux)
     guidance_embedded: bool = False  # a guidance-distilled Flux transformer takes the guidance scale as an input
+    strength_rounding: str = "kept"  # how the family's pipeline rounds strength x steps (Method.skipped_steps)
 
     @property
     def inpainting_unet(self) -> bool:
@@ -412,4 +413,5 @@ def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
         latent_channels=latent_channels,
         patch_size=family.patch_size,
         guidance_embedded=bool(getattr(denoiser_config, "guidance_embeds", False)),
+        strength_rounding=family.strength_rounding,
     )

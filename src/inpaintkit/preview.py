@@ -20,5 +20,6 @@ def latent_preview(family: Family, latents: torch.Tensor) -> Optional[Image.Imag
         return None
     weights = torch.tensor(factors, dtype=torch.float32)
     rgb = torch.einsum("chw,cr->rhw", latents[0].detach().float().cpu(), weights)
+    rgb = rgb + torch.tensor(family.preview_bias, dtype=torch.float32)[:, None, None]
     pixels = ((rgb + 1.0) / 2.0).clamp(0, 1).permute(1, 2, 0).numpy()
     return Image.fromarray(np.round(pixels * 255).astype(np.uint8))

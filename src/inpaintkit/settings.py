@@ -82,11 +82,6 @@ class InpaintSettings:
             raise InputError(f"Strength must be in (0, 1], got {self.strength}.")
         if self.steps < 1:
             raise InputError(f"Steps must be at least 1, got {self.steps}.")
-        if int(self.steps * self.strength) < 1:
-            raise InputError(
-                f"Strength {self.strength} with {self.steps} steps leaves no denoising step; raise the strength or the "
-                "steps."
-            )
         for name, label in (("guidance", "Guidance"), ("true_cfg", "True CFG")):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= MAX_GUIDANCE:

@@ -50,6 +50,7 @@ class Family:
     # latent channel -> (r, g, b): a linear map from latents to a rough picture, for progress previews without the VAE
     # (the "cheap approximation" of AUTOMATIC1111's sd_vae_approx.py); empty: no preview
     preview_factors: tuple[tuple[float, float, float], ...] = ()
+    preview_bias: tuple[float, float, float] = (0.0, 0.0, 0.0)  # added to the map's (r, g, b)
     denoiser: str = "unet"  # the pipeline's attribute (and folder) holding the denoising network
     patch_size: int = 1  # latent cells per side of one denoiser token: images are multiples of VAE factor x this
     default_guidance: float = 7.5  # the guidance scale when the user gives none (the family's pipeline default)

@@ -42,13 +42,14 @@ class StableDiffusion3(Family):
     default_guidance = 7.0  # StableDiffusion3InpaintPipeline's default
     strength_rounding = "skipped"
     flow_matching = True
-    # ComfyUI's SD 3 previewer factors (comfy/latent_formats.py, SD3), 16 channels.
+    # ComfyUI's SD 3 previewer factors and bias (comfy/latent_formats.py, SD3), 16 channels.
     preview_factors = (
         (-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458), (0.0856, 0.0339, 0.0902),
         (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309), (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358),
         (-0.0194, 0.0020, 0.0669), (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
         (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293), (-0.1448, -0.1463, -0.1189),
     )  # fmt: skip
+    preview_bias = (0.2394, 0.2135, 0.1925)
 
     def set_timesteps(self, scheduler: Any, steps: int, device: Any, latent_size: tuple[int, int]) -> None:
         height, width = latent_size

@@ -61,6 +61,12 @@ class Method:
     # -- checks, before any work -------------------------------------------------------------
     def check(self, capabilities: Capabilities, settings: InpaintSettings) -> None:
         """Refuse a checkpoint or settings this method cannot use (or whose work is unbounded), in one sentence."""
+        # Strength x steps is rounded as the family's pipeline rounds it: SD may keep no step where FLUX keeps one.
+        if settings.steps - Method.skipped_steps(self, settings, capabilities.strength_rounding) < 1:
+            raise InputError(
+                f"Strength {settings.strength} with {settings.steps} steps leaves no denoising step; raise the "
+                "strength or the steps."
+            )
         if self.requires_inpainting_unet and not capabilities.inpainting_unet:
             raise InputError(
                 f"Method '{self.name}' needs a dedicated inpainting checkpoint (SD's 9-channel UNet, SD 3's 33-channel "
