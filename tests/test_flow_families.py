@@ -289,3 +289,10 @@ def test_strength_is_rounded_as_the_family_s_pipeline_rounds_it(flux, inpainter4
     assert len(counted) == 1
     with pytest.raises(InputError, match="leaves no denoising step"):
         inpainter4(PIXELS, MASK, "x", steps=3, strength=0.3, seed=1)
+
+
+def test_the_a1111_sampler_list_offers_what_the_loaded_flow_model_runs(flux, inpainter4):
+    for inpainter, expected in ((flux, {"DPM++ 2M", "Euler"}), (inpainter4, {"DPM++ 2M", "Euler", "DDIM", "UniPC"})):
+        with TestClient(create_app(inpainter, ServiceConfig(timeout=60.0))) as client:
+            listed = {sampler["name"] for sampler in client.get("/sdapi/v1/samplers").json()}
+        assert expected <= listed and (inpainter is not flux or listed == expected)

@@ -78,9 +78,14 @@ def resolve_sampler(sampler_name: Optional[str], scheduler: Optional[str], flow:
     return Resolved(sampler.schedulers[effective], sampler.name, label)
 
 
-def samplers_listing() -> list[dict]:
-    """GET /sdapi/v1/samplers, in A1111's shape."""
-    return [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)} for s in SAMPLERS]
+# The samplers a flow-matching model (SD 3, FLUX) runs, with its own sigmas: the flow Euler and DPM++ 2M on flow sigmas.
+FLOW_SAMPLERS = ("DPM++ 2M", "Euler")
+
+
+def samplers_listing(flow: bool = False) -> list[dict]:
+    """GET /sdapi/v1/samplers, in A1111's shape: the ones the loaded model runs (`flow`: a flow-matching model)."""
+    offered = [s for s in SAMPLERS if not flow or s.name in FLOW_SAMPLERS]
+    return [{"name": s.name, "aliases": list(s.aliases), "options": dict(s.options)} for s in offered]
 
 
 def schedulers_listing() -> list[dict]:

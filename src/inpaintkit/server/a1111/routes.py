@@ -71,7 +71,8 @@ def a1111_router(worker: InferenceWorker, config: ServiceConfig, guarded: list) 
 
     @router.get("/samplers")
     async def samplers() -> list[dict]:
-        return samplers_listing()
+        inpainter = worker.inpainter
+        return samplers_listing(inpainter is not None and inpainter.components.family.flow_matching)
 
     @router.get("/schedulers")
     async def schedulers() -> list[dict]:
