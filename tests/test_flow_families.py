@@ -296,3 +296,14 @@ def test_the_a1111_sampler_list_offers_what_the_loaded_flow_model_runs(flux, inp
         with TestClient(create_app(inpainter, ServiceConfig(timeout=60.0))) as client:
             listed = {sampler["name"] for sampler in client.get("/sdapi/v1/samplers").json()}
         assert expected <= listed and (inpainter is not flux or listed == expected)
+
+
+def test_a_few_step_preset_on_a_flow_model_is_refused_by_its_own_name(tiny_flux, tmp_path, capsys):
+    Image.fromarray(PIXELS).save(tmp_path / "photo.png")
+    Image.fromarray(MASK).save(tmp_path / "mask.png")
+    code, _, err = run_cli(
+        ["run", "--model", tiny_flux, "--image", tmp_path / "photo.png", "--mask", tmp_path / "mask.png",
+         "--output", tmp_path / "out.png", "--preset", "lightning"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "--preset lightning is a recipe for an SD or SDXL few-step model" in err, err

@@ -103,7 +103,7 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
 
     if getattr(arguments, "fuse_lora", False) and not arguments.loras:
         raise InputError("--fuse-lora merges the --lora weights into the model; give at least one --lora.")
-    return Inpainter.from_pretrained(
+    inpainter = Inpainter.from_pretrained(
         arguments.model,
         device=arguments.device,
         dtype=arguments.dtype,
@@ -120,6 +120,13 @@ def inpainter_from_arguments(arguments: argparse.Namespace) -> Inpainter:
         lora_root=arguments.loras_dir,
         fuse_loras=tuple(arguments.loras) if getattr(arguments, "fuse_lora", False) else (),
     )
+    preset = getattr(arguments, "preset", None)
+    if preset and inpainter.components.family.flow_matching:  # said by its own name, not by a flag it set
+        raise InputError(
+            f"--preset {preset} is a recipe for an SD or SDXL few-step model; this "
+            f"{inpainter.components.family.name} model is flow-matching: set --steps and --guidance instead."
+        )
+    return inpainter
 
 
 def warn_if_untrained(inpainter: Inpainter, model) -> None:
