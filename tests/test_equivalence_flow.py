@@ -92,3 +92,26 @@ def test_matches_diffusers_flow_pipeline(request, case):
     )  # fmt: skip
     assert_close_to_reference(np.asarray(ours[0]), expected)
     assert not np.array_equal(np.asarray(ours[0]), image), "the job must have changed the image"
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny9", "tiny_flux_fill"])
+def test_bf16_matches_diffusers_bit_for_bit(request, model_fixture):
+    """bf16 too: our input image has the memory layout of diffusers' image processor (NCHW over NHWC memory), so the
+    VAE takes the same convolution path; a contiguous NCHW image rounded differently in bf16 (up to 10/255)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    folder = request.getfixturevalue(model_fixture)
+    image, mask = gradient_image(64, 48, seed=3), box_mask(64, 48, (13, 9, 45, 27))
+    pipeline_class, guidance = (
+        (FluxFillPipeline, 30.0) if model_fixture == "tiny_flux_fill" else (StableDiffusionInpaintPipeline, 7.5)
+    )
+    ours = Inpainter.from_pretrained(folder, device="cpu", dtype="bf16")(
+        image, mask, PROMPT, steps=4, guidance=guidance, seed=1, paste_back=False
+    )
+    pipeline = pipeline_class.from_pretrained(folder, torch_dtype=torch.bfloat16)
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline(
+        prompt=PROMPT, image=Image.fromarray(image), mask_image=Image.fromarray(mask), height=48, width=64,
+        num_inference_steps=4, guidance_scale=guidance, generator=torch.Generator("cpu").manual_seed(1),
+    ).images[0]  # fmt: skip
+    assert np.array_equal(np.asarray(ours[0]), np.asarray(expected))
