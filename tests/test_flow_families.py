@@ -105,23 +105,11 @@ def test_bench_runs_every_zero_shot_method_on_a_flux_model(tiny_flux, tmp_path, 
 
 
 def test_the_web_ui_serves_an_sd3_model(sd3, tmp_path):
-    from gradio_client import Client, handle_file
+    from .ui_helpers import inpaint_through_the_ui
 
-    from .ui_helpers import served
-
-    Image.fromarray(PIXELS).save(tmp_path / "p.png")
-    Image.fromarray(MASK).save(tmp_path / "m.png")
-    with served(sd3, max_queue=1) as url:
-        results, seed = Client(url, download_files=str(tmp_path / "downloads"), verbose=False).predict(
-            image={"background": handle_file(str(tmp_path / "p.png")), "layers": [], "composite": None},
-            mask=handle_file(str(tmp_path / "m.png")),
-            prompt="a cat",
-            steps=2,
-            seed=7,
-            api_name="/inpaint",
-        )
+    result = inpaint_through_the_ui(sd3, PIXELS, MASK, tmp_path, prompt="a cat", steps=2, seed=7)
     expected = sd3(PIXELS, MASK, "a cat", steps=2, seed=7)[0]  # the UI's guidance starts at SD 3's default, 7
-    assert np.array_equal(np.asarray(Image.open(results[0]["image"]).convert("RGB")), np.asarray(expected))
+    assert np.array_equal(np.asarray(Image.open(result).convert("RGB")), np.asarray(expected))
 
 
 @pytest.mark.parametrize(

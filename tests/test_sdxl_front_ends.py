@@ -62,21 +62,9 @@ def test_bench_runs_every_method_on_an_sdxl_model_and_records_the_family(tiny_sd
 
 
 def test_the_web_ui_serves_an_sdxl_model(sdxl9, tmp_path):
-    from gradio_client import Client, handle_file
+    from .ui_helpers import inpaint_through_the_ui
 
-    from .ui_helpers import served
-
-    Image.fromarray(PIXELS).save(tmp_path / "p.png")
-    Image.fromarray(MASK).save(tmp_path / "m.png")
-    with served(sdxl9, max_queue=1) as url:
-        results, seed = Client(url, download_files=str(tmp_path / "downloads"), verbose=False).predict(
-            image={"background": handle_file(str(tmp_path / "p.png")), "layers": [], "composite": None},
-            mask=handle_file(str(tmp_path / "m.png")),
-            prompt="a cat",
-            steps=2,
-            seed=7,
-            api_name="/inpaint",
-        )
+    result = inpaint_through_the_ui(sdxl9, PIXELS, MASK, tmp_path, prompt="a cat", steps=2, seed=7)
     expected = sdxl9(PIXELS, MASK, "a cat", steps=2, seed=7)[0]
-    assert np.array_equal(np.asarray(Image.open(results[0]["image"]).convert("RGB")), np.asarray(expected))
-    assert read_png_parameters(results[0]["image"])["method"] == "native"
+    assert np.array_equal(np.asarray(Image.open(result).convert("RGB")), np.asarray(expected))
+    assert read_png_parameters(result)["method"] == "native"

@@ -81,3 +81,21 @@ class InstrumentedInpainter:
             raise
         job["outcome"] = "finished"
         return images
+
+
+def inpaint_through_the_ui(inpainter, pixels, mask, tmp_path, **settings) -> str:
+    """One Run through a served web UI's API (the image as the editor's background, the mask as a file); the path
+    of the first result image, downloaded."""
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    Image.fromarray(pixels).save(tmp_path / "p.png")
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    with served(inpainter, max_queue=1) as url:
+        results, _ = Client(url, download_files=str(tmp_path / "downloads"), verbose=False).predict(
+            image={"background": handle_file(str(tmp_path / "p.png")), "layers": [], "composite": None},
+            mask=handle_file(str(tmp_path / "m.png")),
+            api_name="/inpaint",
+            **settings,
+        )
+    return results[0]["image"]
