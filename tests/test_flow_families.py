@@ -18,15 +18,10 @@ from inpaintkit.settings import InpaintSettings
 
 from .conftest import box_mask, gradient_image
 from .helpers import bench_every_method, run_cli
+from .test_server import png_bytes
 
 WIDTH, HEIGHT = 64, 48
 PIXELS, MASK = gradient_image(WIDTH, HEIGHT, seed=81), box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(

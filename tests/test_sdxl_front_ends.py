@@ -14,15 +14,10 @@ from inpaintkit.server import ServiceConfig, create_app
 
 from .conftest import box_mask, gradient_image
 from .helpers import bench_every_method, run_cli
+from .test_server import png_bytes
 
 WIDTH, HEIGHT = 64, 48
 PIXELS, MASK = gradient_image(WIDTH, HEIGHT, seed=80), box_mask(WIDTH, HEIGHT, (16, 8, 48, 40))
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_make_tiny_model_writes_an_sdxl_model_that_info_and_run_read(tmp_path, capsys):

@@ -160,8 +160,7 @@ def build_scheduler(method, settings: InpaintSettings, components: Components):
     """A fresh scheduler of the requested kind, as the method accepts or substitutes it."""
     model_config = components.scheduler_config
     name = method.scheduler_name(settings.scheduler, model_config["_class_name"])
-    flow = components.capabilities.prediction_type == "flow"
-    scheduler = make_scheduler(name, model_config, settings.spacing, flow=flow)
+    scheduler = make_scheduler(name, model_config, settings.spacing, flow=components.family.flow_matching)
     method.check_scheduler(scheduler)
     return scheduler
 
@@ -194,7 +193,7 @@ def prepare_latents(
     """Initial latents, the state methods read, and the 9-channel UNet's extra input (or None)."""
     vae, device, dtype, family = components.vae, components.device, components.dtype, components.family
     capabilities = components.capabilities
-    height, width = image.shape[-2] // capabilities.vae_scale_factor, image.shape[-1] // capabilities.vae_scale_factor
+    height, width = latent_size_of(components, image.shape[-2:])
     shape = (1, vae.config.latent_channels, height, width)
     needs_known = method.needs_known_latents or settings.strength < 1.0 or family.always_encodes_image
     needs_masked = capabilities.inpainting_unet or method.needs_masked_latents

@@ -241,7 +241,7 @@ class Inpainter:
                 f"{type(scheduler).__name__} cannot make {settings.steps} steps from this model's scheduler config "
                 f"({first_line(error)}); use more steps or another --scheduler."
             ) from None
-        flow = self.capabilities.prediction_type == "flow"  # a flow's timestep 1000 is sigma 1, not an index
+        flow = self.components.family.flow_matching  # a flow's timestep 1000 is sigma 1, not an index
         if not flow and float(scheduler.timesteps.max()) >= training_steps:  # e.g. DDIM/PNDM's offset 1 at 1000
             raise InputError(
                 f"{settings.steps} steps with {type(scheduler).__name__} would start past the model's last "

@@ -46,7 +46,6 @@ class Capabilities:
     latent_channels: int = 4  # the VAE's (16 for SD 3 and Flux)
     patch_size: int = 1  # latent cells per side of one denoiser token (2 for SD 3 and Flux)
     guidance_embedded: bool = False  # a guidance-distilled Flux transformer takes the guidance scale as an input
-    strength_rounding: str = "kept"  # how the family's pipeline rounds strength x steps (Method.skipped_steps)
 
     @property
     def inpainting_unet(self) -> bool:
@@ -183,13 +182,8 @@ def _replaced_denoiser(family: Family, model: str, denoiser_loader: Optional[Den
 
 
 def unused_parts(family: Family) -> dict[str, Any]:
-    """The optional pipeline parts inpainting does not use, so they are not loaded: SD's safety checker, Flux's
-    IP-Adapter image encoder."""
-    if family.denoiser == "unet":
-        return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    if family.name.startswith("flux"):
-        return {"image_encoder": None, "feature_extractor": None} if family.name == "flux" else {}
-    return {"image_encoder": None, "feature_extractor": None}
+    """The optional pipeline parts inpainting does not use, so they are not loaded (Family.unused_parts)."""
+    return dict(family.unused_parts)
 
 
 def _replacement_vae(vae: str, dtype: torch.dtype, original):
@@ -400,11 +394,12 @@ def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
             f"Model '{model}' has a {family.denoiser} with {in_channels} input channels per latent cell; a "
             f"{family.name} model has {accepted[0]} (ordinary) or {accepted[1]} (inpainting)."
         )
-    flow = "FlowMatch" in str(pipeline.scheduler.config.get("_class_name", type(pipeline.scheduler).__name__))
     return Capabilities(
         family=family.name,
         unet_in_channels=in_channels,
-        prediction_type="flow" if flow else str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
+        prediction_type="flow"
+        if family.flow_matching
+        else str(pipeline.scheduler.config.get("prediction_type", "epsilon")),
         vae_scaling_factor=float(vae_config.scaling_factor),
         vae_scale_factor=vae_scale_factor,
         native_size=family.native_size(pipeline, vae_scale_factor),
@@ -413,5 +408,4 @@ def read_capabilities(pipeline, model: str, family: Family) -> Capabilities:
         latent_channels=latent_channels,
         patch_size=family.patch_size,
         guidance_embedded=bool(getattr(denoiser_config, "guidance_embeds", False)),
-        strength_rounding=family.strength_rounding,
     )

@@ -63,13 +63,12 @@ class NoiseSchedule:
 
     def pure_noise(self, noise: torch.Tensor, i: int) -> torch.Tensor:
         """Noise alone at the level of step i, for a method that starts from noise part-way down (bld)."""
-        if self.flow:  # the spread of (1 - sigma) x0 + sigma n for an x0 of unit variance, as in the branches below
-            alpha, sigma = self.level(i)
+        if self._sigmas is not None:
+            # the spread of alpha x0 + sigma n for an x0 of unit variance: sqrt(1 + sigma^2) for sigma-parameterised
+            # latents (Euler, LMS), sqrt((1 - sigma)^2 + sigma^2) on a flow
+            sigma = self._sigmas[i]
+            alpha = 1 - sigma if self.flow else 1
             return noise * (alpha**2 + sigma**2) ** 0.5
-        if not self.variance_preserving and hasattr(self._scheduler, "sigmas"):
-            # sigma-parameterised latents (Euler, LMS): noise of std sqrt(sigma^2 + 1) at that step's sigma
-            index = self._scheduler.timesteps.tolist().index(self._timestep_values[i])
-            return noise * (self._scheduler.sigmas[index] ** 2 + 1) ** 0.5
         return noise * self._scheduler.init_noise_sigma
 
     def back_up(self, latents: torch.Tensor, level: int, noise: torch.Tensor) -> torch.Tensor:

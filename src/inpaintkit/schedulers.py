@@ -45,6 +45,7 @@ FLOW_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
 }
 SCHEDULER_NAMES = ("default", *SCHEDULERS, "heun")
+SECOND_ORDER_SCHEDULERS = ("heun",)  # two denoiser calls a step (every step but the last)
 # How the steps' timesteps are spread: the model's config, or diffusers' spacings. "trailing" (Lin et al., arXiv
 # 2305.08891) ends on the last training timestep, which SDXL-Lightning, Hyper-SD and SDXL-Turbo expect.
 SPACINGS = ("default", "leading", "linspace", "trailing")

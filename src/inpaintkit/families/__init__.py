@@ -49,13 +49,15 @@ SUPPORTED_PIPELINE_PREFIXES = {
 
 # Keys that tell a single original-layout checkpoint's family, checked in order.
 CHECKPOINT_SIGNATURES = (
-    ("conditioner.embedders.1.", "sdxl", None),
-    ("model.diffusion_model.joint_blocks.", None, "Stable Diffusion 3 (single file)"),
-    ("joint_blocks.", None, "Stable Diffusion 3 (single file)"),
-    ("double_blocks.", None, "Flux (single file)"),
-    ("model.diffusion_model.double_blocks.", None, "Flux (single file)"),
-    ("model.diffusion_model.input_blocks.", "sd", None),
+    ("conditioner.embedders.1.", "sdxl"),
+    ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("joint_blocks.", "sd3"),
+    ("double_blocks.", "flux"),
+    ("model.diffusion_model.double_blocks.", "flux"),
+    ("model.diffusion_model.input_blocks.", "sd"),
 )
+# The families whose single files are told but not loaded (only their diffusers folders are), as users name them.
+FOLDER_ONLY = {"sd3": "Stable Diffusion 3", "flux": "Flux"}
 
 
 def family_of_pipeline(class_name: str, model: str) -> Family:
@@ -75,10 +77,13 @@ def family_of_pipeline(class_name: str, model: str) -> Family:
 def family_of_checkpoint(keys: Iterable[str], model: str) -> Family:
     """The family of a single original-layout checkpoint, from its tensor names."""
     keys = list(keys)
-    for prefix, name, unsupported in CHECKPOINT_SIGNATURES:
+    for prefix, name in CHECKPOINT_SIGNATURES:
         if any(key.startswith(prefix) for key in keys):
-            if unsupported is not None:
-                raise not_supported(model, unsupported, "checkpoint")
+            if name in FOLDER_ONLY:
+                raise InputError(
+                    f"Model '{model}' is a {FOLDER_ONLY[name]} checkpoint in one file, which inpaintkit loads only "
+                    "as a diffusers folder; pass the folder (a quantized transformer file goes to --transformer)."
+                )
             return FAMILIES[name]
     raise InputError(
         f"Cannot tell which model family the checkpoint {model} is (none of the tensor names of Stable Diffusion "
@@ -87,11 +92,6 @@ def family_of_checkpoint(keys: Iterable[str], model: str) -> Family:
 
 
 def not_supported(model: str, family: str, what: str) -> InputError:
-    if family.endswith("(single file)"):
-        return InputError(
-            f"Model '{model}' is a {family.removesuffix(' (single file)')} checkpoint in one file, which inpaintkit "
-            "loads only as a diffusers folder; pass the folder (a quantized transformer file goes to --transformer)."
-        )
     return InputError(
         f"Model '{model}' is of the {family} family ({what}), which inpaintkit does not run yet; it runs "
         "Stable Diffusion 1.x/2.x, SDXL, Stable Diffusion 3, Flux.1 and Flux.1 Fill."

@@ -57,6 +57,8 @@ class Family:
     # The pipeline draws the input image's posterior sample before the noise even when it keeps nothing of the input
     # (Flux's prepare_latents); the loop draws it too, so seeds give the same noise.
     always_encodes_image: bool = False
+    # Optional pipeline parts inpainting does not use, passed as None so they are not loaded.
+    unused_parts: dict[str, Any] = {}
     strength_rounding: str = "kept"  # how its pipeline rounds strength x steps (Method.skipped_steps)
     embedded_guidance: bool = False  # the guidance scale is an input of the model (FLUX), not a second pass
     flow_matching: bool = False  # a rectified-flow model (SD 3, FLUX): the flow schedulers (schedulers.py)

@@ -41,6 +41,7 @@ class Flux(Family):
     default_guidance = 3.5  # FLUX.1 dev's distilled guidance, as FluxPipeline and its model card have it
     always_encodes_image = True
     strength_rounding = "skipped"
+    unused_parts = {"image_encoder": None, "feature_extractor": None}  # FluxInpaintPipeline's IP-Adapter parts
     embedded_guidance = True
     flow_matching = True
     # The latent-to-RGB factors and bias of ComfyUI's Flux previewer (comfy/latent_formats.py, Flux), 16 channels.
@@ -129,6 +130,7 @@ class FluxFill(Flux):
 
     name = "flux-fill"
     pipeline = "FluxFillPipeline"
+    unused_parts = {}  # FluxFillPipeline has no optional parts
     default_guidance = 30.0  # FluxFillPipeline's default and the model card's
 
     def inpainting_channels(self, latent_channels: int, vae_scale_factor: int) -> int:

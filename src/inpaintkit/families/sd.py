@@ -22,6 +22,7 @@ class StableDiffusion(Family):
     name = "sd"
     pipeline = "StableDiffusionInpaintPipeline"
     component_folders = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    unused_parts = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     preview_factors = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
 
     def encode_text(

@@ -41,6 +41,7 @@ class StableDiffusion3(Family):
     patch_size = 2
     default_guidance = 7.0  # StableDiffusion3InpaintPipeline's default
     strength_rounding = "skipped"
+    unused_parts = {"image_encoder": None, "feature_extractor": None}  # the IP-Adapter parts
     flow_matching = True
     # ComfyUI's SD 3 previewer factors and bias (comfy/latent_formats.py, SD3), 16 channels.
     preview_factors = (

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .base import Conditioning, Family
-from .sd import warn_if_truncated
+from .sd import StableDiffusion, warn_if_truncated
 
 if TYPE_CHECKING:
     from ..models import Components
@@ -29,6 +29,7 @@ class StableDiffusionXL(Family):
     )  # fmt: skip
     text_encoders = ("text_encoder", "text_encoder_2")
     tokenizers = ("tokenizer", "tokenizer_2")
+    unused_parts = StableDiffusion.unused_parts  # diffusers drops those its SDXL pipeline does not take
 
     def vae_dtype(self, vae_config: Any, dtype: torch.dtype) -> torch.dtype:
         # The SDXL VAE overflows in fp16; diffusers runs it in float32 where its config says force_upcast.

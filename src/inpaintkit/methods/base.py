@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..families import FAMILIES
 from ..method_options import OPTIONS, OPTIONS_BY_NAME
 from ..models import Capabilities
 from ..names import METHOD_SUMMARIES
+from ..schedulers import SECOND_ORDER_SCHEDULERS
 
 if TYPE_CHECKING:  # the loop imports the methods; the methods only name its state
     from ..engine import LoopState
@@ -34,9 +36,6 @@ METHOD_OPTIONS = {option.name: option.method for option in OPTIONS}
 # job's work must be bounded before it starts (issue 13). 10,000 is 1,000 steps with RePaint's defaults, about
 # 25 times the default repaint job; a service sets its own, lower budget per request (serve --max-steps).
 MAX_DENOISER_CALLS = 10_000
-
-
-SECOND_ORDER_SCHEDULERS = ("heun",)
 
 
 def flag(option: str) -> str:
@@ -62,7 +61,8 @@ class Method:
     def check(self, capabilities: Capabilities, settings: InpaintSettings) -> None:
         """Refuse a checkpoint or settings this method cannot use (or whose work is unbounded), in one sentence."""
         # Strength x steps is rounded as the family's pipeline rounds it: SD may keep no step where FLUX keeps one.
-        if settings.steps - Method.skipped_steps(self, settings, capabilities.strength_rounding) < 1:
+        rounding = FAMILIES[capabilities.family].strength_rounding
+        if settings.steps - Method.skipped_steps(self, settings, rounding) < 1:
             raise InputError(
                 f"Strength {settings.strength} with {settings.steps} steps leaves no denoising step; raise the "
                 "strength or the steps."
