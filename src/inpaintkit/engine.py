@@ -108,7 +108,8 @@ def denoise(
         # 3. Image, mask and masked image as tensors, in pixel space.
         # NCHW over NHWC memory, as diffusers' image processor makes it: the VAE then takes the same (channels-last)
         # convolution path, which in bf16 rounds differently from a contiguous NCHW input (fp32 agrees either way).
-        image = torch.from_numpy(np.ascontiguousarray(pixels)[None]).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
+        # torch.tensor copies: the input may be a read-only array.
+        image = torch.tensor(pixels[None]).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
         pixel_mask = torch.tensor(mask)[None, None].float()
         masked_image = image * (pixel_mask < 0.5)
 
